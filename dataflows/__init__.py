@@ -1,0 +1,1 @@
+"""Bytewax Dataflow definitions: wiring only.  Logic lives in operators/."""

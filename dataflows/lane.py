@@ -1,0 +1,49 @@
+"""One lane of notifications: requests (bulk) or critical, same steps, own workers.
+
+    in ──► route (join settings+devices, validate, dedup, preferences) ──► push / email / sms / inapp
+                │                                                          (send, then receipts)
+                └──► routed-out: receipts of what is not sent, notify.rejected, re-routed records
+"""
+
+from __future__ import annotations
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from dataflows.adapters import partition_logic
+from notiflow.config import Settings, get_settings
+from notiflow.topics import DEVICES, SETTINGS, name
+from operators.partition import Routed
+from sinks.bytewax_sinks import DeliverySink, RoutedSink
+from sources.user_partitions import UserPartitionedSource
+
+CHANNELS = ("push", "email", "sms", "inapp")
+
+
+def _unkey(kv: tuple[str, Routed]) -> Routed:
+    return kv[1]
+
+
+def _pick(channel: str):
+    def pick(r: Routed):
+        tasks = getattr(r, channel)
+        return tasks or None
+
+    return pick
+
+
+def build_flow(lane: str, cfg: Settings | None = None) -> Dataflow:
+    cfg = cfg or get_settings()
+    t = cfg.topic_prefix
+    flow = Dataflow(f"notiflow-{lane}")
+    src = UserPartitionedSource(cfg.kafka_brokers, name(lane, t), name(SETTINGS, t),
+                                name(DEVICES, t), cfg.partitions, cfg.source_batch,
+                                cfg.source_poll_s)
+    raw = op.input("in", flow, src)  # ("p0003", (3, [(kind, key, value, offset)]))
+    keyed = op.stateful_batch("route", raw, partition_logic(cfg, lane))  # (pkey, Routed)
+    routed = op.map("unkey", keyed, _unkey)  # Routed
+    op.output("routed-out", routed, RoutedSink(cfg, lane))
+    for ch in CHANNELS:
+        tasks = op.filter_map(f"{ch}-tasks", routed, _pick(ch))  # [DeliveryTask]
+        op.output(f"{ch}-out", tasks, DeliverySink(ch, cfg))
+    return flow

@@ -1,0 +1,1 @@
+"""Cross-cutting pieces shared by flows, sinks, loader and the local stack: config and topics."""

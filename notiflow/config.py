@@ -1,0 +1,71 @@
+"""One typed settings object, read from the environment.
+
+Defaults run locally. ``KAFKA_BROKERS``, ``REDIS_URL``, ``CLICKHOUSE_URL`` and the provider
+variables switch each part to a real external one; everything else takes ``NOTIFLOW_``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the bare name (``KAFKA_BROKERS``) and ``NOTIFLOW_KAFKA_BROKERS``."""
+    return AliasChoices(name, f"NOTIFLOW_{name}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFLOW_", frozen=True, extra="ignore")
+
+    # --- real parts -------------------------------------------------------------------
+    kafka_brokers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BROKERS"))
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
+    # empty: the loader opens chDB under ``chdb_path``; else a ClickHouse server URL
+    clickhouse_url: str = Field("", validation_alias=_env("CLICKHOUSE_URL"))
+    chdb_path: str = "var/chdb"
+    # the loader's read-only SQL endpoint (``make stats``, bench, analysts)
+    stats_url: str = "http://127.0.0.1:8123"
+
+    # --- topics -----------------------------------------------------------------------
+    partitions: int = 4  # requests, critical, settings, devices share this count
+    topic_prefix: str = "notify."
+
+    # --- flow -------------------------------------------------------------------------
+    max_request_bytes: int = 16 * 1024
+    dedup_ttl_s: int = 24 * 3600
+    inbox_max: int = 200  # in-app inbox length kept per user
+    sent_marker_ttl_s: int = 48 * 3600
+    source_batch: int = 2000
+    source_poll_s: float = 0.005
+    receipts_batch_rows: int = 5000
+
+    # --- providers (the sandbox by default) --------------------------------------------
+    apns_url: str = Field("http://127.0.0.1:8600", validation_alias=_env("APNS_URL"))
+    apns_topic: str = Field("com.example.app", validation_alias=_env("APNS_TOPIC"))
+    apns_auth_token: SecretStr = Field(SecretStr("sandbox-jwt"), validation_alias=_env("APNS_AUTH_TOKEN"))
+    fcm_url: str = Field("http://127.0.0.1:8600", validation_alias=_env("FCM_URL"))
+    fcm_project: str = Field("notiflow-local", validation_alias=_env("FCM_PROJECT"))
+    fcm_access_token: SecretStr = Field(SecretStr("sandbox-oauth"), validation_alias=_env("FCM_ACCESS_TOKEN"))
+    push_transport: str = "curl"  # curl (libcurl HTTP/2 multiplexed) | httpx
+    push_timeout_s: float = 10.0
+
+    sendgrid_url: str = Field("http://127.0.0.1:8601", validation_alias=_env("SENDGRID_URL"))
+    sendgrid_api_key: SecretStr = Field(SecretStr("SG.sandbox"), validation_alias=_env("SENDGRID_API_KEY"))
+    email_from: str = Field("notify@example.com", validation_alias=_env("EMAIL_FROM"))
+
+    twilio_url: str = Field("http://127.0.0.1:8601", validation_alias=_env("TWILIO_URL"))
+    twilio_account_sid: str = Field("ACsandbox", validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr = Field(SecretStr("sandbox"), validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    sms_from: str = Field("+15550000000", validation_alias=_env("SMS_FROM"))
+
+    def redacted(self) -> dict:
+        """Settings as a dict with secrets hidden, for logs and ``make run``'s banner."""
+        return {k: ("***" if isinstance(v, SecretStr) else v) for k, v in self.model_dump().items()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,106 @@
+"""Per-request decisions: which channels, which targets, and why something is not sent.
+
+``route`` turns one validated request for one recipient, with that user's prefs and
+devices, into delivery tasks plus receipts for everything that will not be sent.
+"""
+
+from __future__ import annotations
+
+from operators.user_state import DeviceRow, Prefs
+from schemas.receipt import Outcome, Receipt
+from schemas.request import NotificationRequest
+from schemas.task import DeliveryTask
+
+# Channels omitted by the producer: the cheap ones.  Email and SMS cost money or attention,
+# so a producer names them.
+DEFAULT_CHANNELS: tuple[str, ...] = ("push", "inapp")
+PROVIDER = {"email": "sendgrid", "sms": "twilio", "inapp": "redis"}
+
+
+def receipt(
+    req: NotificationRequest | None,
+    user_id: str,
+    channel: str,
+    outcome: Outcome,
+    reason: str,
+    now_ms: int,
+    *,
+    provider: str = "",
+    target: str = "",
+    notification_id: str = "",
+) -> Receipt:
+    return Receipt(
+        notification_id=req.id if req else notification_id,
+        user_id=user_id,
+        type=req.type if req else "",
+        priority=req.priority if req else "",
+        channel=channel,
+        provider=provider,
+        target=target,
+        outcome=outcome.value,
+        reason=reason,
+        created_ms=req.created_at if req else now_ms,
+        event_ms=now_ms,
+    )
+
+
+def _task(req: NotificationRequest, user: str, channel: str, provider: str, target_id: str,
+          address: str, prefs: Prefs) -> DeliveryTask:
+    return DeliveryTask(
+        notification_id=req.id,
+        user_id=user,
+        type=req.type,
+        priority=req.priority,
+        channel=channel,
+        provider=provider,
+        target_id=target_id,
+        address=address,
+        title=req.title,
+        body=req.body,
+        template=req.template,
+        data=req.data,
+        collapse_key=req.collapse_key,
+        created_ms=req.created_at,
+        expires_ms=req.expires_at or 0,
+        locale=prefs.locale,
+    )
+
+
+def route(
+    req: NotificationRequest,
+    user: str,
+    prefs: Prefs,
+    devices: tuple[DeviceRow, ...],
+    now_ms: int,
+    tasks: list[DeliveryTask],
+    receipts: list[Receipt],
+) -> None:
+    """Append the tasks to send and the receipts of what is not sent (preference, no target)."""
+    channels = req.channels or DEFAULT_CHANNELS
+    opted = prefs.opted_out(req.type)
+    for ch in channels:
+        if not prefs.channel_on(ch):
+            receipts.append(receipt(req, user, ch, Outcome.SUPPRESSED, f"{ch} turned off", now_ms))
+            continue
+        if opted is not None:
+            receipts.append(
+                receipt(req, user, ch, Outcome.SUPPRESSED, f"opted out of {opted}", now_ms)
+            )
+            continue
+        if ch == "push":
+            if not devices:
+                receipts.append(receipt(req, user, ch, Outcome.NO_TARGET, "no active device", now_ms))
+            for token_id, platform, token in devices:
+                tasks.append(_task(req, user, ch, platform, token_id, token, prefs))
+        elif ch == "email":
+            if prefs.email:
+                tasks.append(_task(req, user, ch, "sendgrid", "email", prefs.email, prefs))
+            else:
+                receipts.append(receipt(req, user, ch, Outcome.NO_TARGET, "no email address", now_ms))
+        elif ch == "sms":
+            if prefs.phone:
+                tasks.append(_task(req, user, ch, "twilio", "phone", prefs.phone, prefs))
+            else:
+                receipts.append(receipt(req, user, ch, Outcome.NO_TARGET, "no phone number", now_ms))
+        else:  # inapp
+            tasks.append(_task(req, user, ch, "redis", "inbox", "", prefs))

@@ -1,0 +1,58 @@
+"""Device, version 1: the value of compacted notify.devices.
+
+Kafka key ``"{user_id}:{token_id}"`` (so compaction keeps every device of a user), and
+partition ``notiflow.topics.partition_for(user_id)`` (so the device sits beside the user's
+settings and requests).  ``active: false`` retires a token; a null value deletes it.
+
+Example::
+
+    {"v": 1, "user_id": "u1", "token_id": "ipad", "platform": "apns",
+     "token": "a1b2...", "active": true}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from schemas.errors import ValidationFailed
+from schemas.request import _field_reason
+
+Platform = Literal["apns", "fcm"]
+
+
+class Device(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    user_id: str
+    token_id: str
+    platform: Platform
+    token: str
+    v: int = 1
+    active: bool = True
+
+
+_decoder = msgspec.json.Decoder(Device)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_device(raw: bytes) -> Device:
+    try:
+        d = _decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise ValidationFailed(_field_reason(str(e))) from None
+    except msgspec.DecodeError as e:
+        raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+    if d.v != 1:
+        raise ValidationFailed(f"v: unsupported version {d.v} (this service reads 1)")
+    for f in ("user_id", "token_id", "token"):
+        if not getattr(d, f):
+            raise ValidationFailed(f"{f}: must not be empty")
+    return d
+
+
+def device_key(d: Device) -> bytes:
+    return f"{d.user_id}:{d.token_id}".encode()
+
+
+def encode_device(d: Device) -> bytes:
+    return _encoder.encode(d)

@@ -1,0 +1,124 @@
+"""Notification request, version 1: what producers publish to notify.requests / notify.critical.
+
+Example::
+
+    {"v": 1, "id": "n-1", "type": "social.like", "priority": "normal",
+     "recipients": ["u1"], "channels": ["push", "inapp"], "collapse_key": "like:photo9",
+     "dedup": {"actor": "u7", "object": "photo9"},
+     "title": "New like", "body": "Ann liked your photo", "data": {"photo": "9"},
+     "created_at": 1764050000000, "expires_at": 1764136400000}
+
+Times are epoch milliseconds (UTC).  ``channels`` omitted means every channel the user
+has on.  ``template`` + ``data`` may replace ``title``/``body``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import msgspec
+
+from schemas.errors import ValidationFailed
+
+Channel = Literal["push", "email", "sms", "inapp"]
+Priority = Literal["critical", "high", "normal", "low"]
+CHANNELS: tuple[str, ...] = ("push", "email", "sms", "inapp")
+PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
+MAX_RECIPIENTS = 1000
+_TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+
+
+class DedupParts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What happened: with the type and the recipient, names the event for dedup."""
+
+    actor: str = ""
+    object: str = ""
+
+
+class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    type: str
+    recipients: list[str]
+    created_at: int
+    v: int = 1
+    priority: Priority = "normal"
+    channels: list[Channel] | None = None
+    collapse_key: str | None = None
+    dedup: DedupParts | None = None
+    title: str | None = None
+    body: str | None = None
+    template: str | None = None
+    data: dict[str, Any] | None = None
+    expires_at: int | None = None
+
+    def dedup_key(self, recipient: str) -> str:
+        """type + actor + object + recipient; without dedup parts, the request id stands in."""
+        if self.dedup is not None:
+            return f"{self.type}|{self.dedup.actor}|{self.dedup.object}|{recipient}"
+        return f"{self.type}|id:{self.id}|{recipient}"
+
+
+_decoder = msgspec.json.Decoder(NotificationRequest)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_request(raw: bytes, max_bytes: int = 16 * 1024) -> NotificationRequest:
+    """Decode and validate one request; raise ValidationFailed naming the field and problem."""
+    if len(raw) > max_bytes:
+        raise ValidationFailed(f"payload: {len(raw)} bytes is over the {max_bytes}-byte limit")
+    try:
+        req = _decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise ValidationFailed(_field_reason(str(e))) from None
+    except msgspec.DecodeError as e:
+        raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+    check_request(req)
+    return req
+
+
+def check_request(req: NotificationRequest) -> None:
+    """Rules the type system cannot say."""
+    if req.v != 1:
+        raise ValidationFailed(f"v: unsupported version {req.v} (this service reads 1)")
+    if not req.id:
+        raise ValidationFailed("id: must not be empty")
+    if not _TYPE_RE.match(req.type):
+        raise ValidationFailed(f"type: {req.type!r} is not a dotted lower-case name like 'social.like'")
+    if not req.recipients:
+        raise ValidationFailed("recipients: must name at least one user id")
+    if len(req.recipients) > MAX_RECIPIENTS:
+        raise ValidationFailed(
+            f"recipients: {len(req.recipients)} is over {MAX_RECIPIENTS}; name an audience instead"
+        )
+    for i, r in enumerate(req.recipients):
+        if not r:
+            raise ValidationFailed(f"recipients[{i}]: must not be empty")
+    if req.channels is not None and not req.channels:
+        raise ValidationFailed("channels: must not be empty when given (omit it for all channels)")
+    if req.title is None and req.body is None and req.template is None:
+        raise ValidationFailed("body: one of title, body or template is required")
+    if req.created_at <= 0:
+        raise ValidationFailed("created_at: must be epoch milliseconds > 0")
+    if req.expires_at is not None and req.expires_at <= req.created_at:
+        raise ValidationFailed("expires_at: must be after created_at")
+    if req.collapse_key is not None and len(req.collapse_key.encode()) > 64:
+        raise ValidationFailed("collapse_key: at most 64 bytes (the APNs limit)")
+
+
+def encode_request(req: NotificationRequest) -> bytes:
+    return _encoder.encode(req)
+
+
+def _field_reason(msg: str) -> str:
+    """msgspec says 'Expected `str`, got `int` - at `$.type`'; lead with the field instead."""
+    if " - at `$." in msg:
+        text, _, path = msg.rpartition(" - at `$.")
+        return f"{path.rstrip('`')}: {text}"
+    if msg.startswith("Object missing required field"):
+        field = msg.split("`")[1] if "`" in msg else "?"
+        return f"{field}: required field is missing"
+    if msg.startswith("Object contains unknown field"):
+        field = msg.split("`")[1] if "`" in msg else "?"
+        return f"{field}: unknown field"
+    return f"payload: {msg}"

@@ -1,0 +1,136 @@
+"""One sender per channel with the same shape: ``send(tasks) -> list[SendResult]``.
+
+They own their clients (opened lazily, one per sink partition, never shared between
+threads) and hide which provider module serves the channel.  ``settle`` turns results
+into receipts and device deactivations: the part every channel shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from notiflow.config import Settings
+from schemas.device import Device, device_key, encode_device
+from schemas.receipt import Outcome, Receipt
+from schemas.task import DeliveryTask
+from sinks.results import SendResult
+
+
+class Sender(Protocol):
+    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]: ...
+    def close(self) -> None: ...
+
+
+class InappSender:
+    def __init__(self, cfg: Settings) -> None:
+        from sinks.inapp import InappWriter
+
+        self._w = InappWriter(cfg.redis_url, cfg.inbox_max, cfg.sent_marker_ttl_s)
+
+    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
+        written = self._w.write(tasks)
+        return [
+            SendResult(task=t, status="sent" if ok else "duplicate",
+                       reason="" if ok else "already in the inbox (sent-marker)")
+            for t, ok in zip(tasks, written, strict=True)
+        ]
+
+    def close(self) -> None:
+        self._w.close()
+
+
+class PushSender:
+    """APNs and FCM over one HTTP/2 transport per partition (libcurl by default)."""
+
+    def __init__(self, cfg: Settings) -> None:
+        from sinks.push_transport import make_transport
+
+        self._cfg = cfg
+        self._transport = make_transport(cfg)
+
+    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
+        from sinks import apns, fcm
+
+        a = [t for t in tasks if t.provider == "apns"]
+        f = [t for t in tasks if t.provider == "fcm"]
+        out: list[SendResult] = []
+        if a:
+            out += apns.send(self._transport, a, self._cfg)
+        if f:
+            out += fcm.send(self._transport, f, self._cfg)
+        return out
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class EmailSender:
+    def __init__(self, cfg: Settings) -> None:
+        from sinks import email_sendgrid
+
+        self._cfg = cfg
+        self._client = email_sendgrid.make_client(cfg)
+
+    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
+        from sinks import email_sendgrid
+
+        return email_sendgrid.send(self._client, tasks, self._cfg)
+
+    def close(self) -> None:
+        pass
+
+
+class SmsSender:
+    def __init__(self, cfg: Settings) -> None:
+        from sinks import sms_twilio
+
+        self._cfg = cfg
+        self._client = sms_twilio.make_client(cfg)
+
+    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
+        from sinks import sms_twilio
+
+        return sms_twilio.send(self._client, tasks, self._cfg)
+
+    def close(self) -> None:
+        pass
+
+
+SENDERS: dict[str, Callable[[Settings], Sender]] = {
+    "inapp": InappSender,
+    "push": PushSender,
+    "email": EmailSender,
+    "sms": SmsSender,
+}
+
+_OUTCOME = {
+    "sent": Outcome.SENT,
+    "duplicate": Outcome.DUPLICATE,
+    "failed": Outcome.FAILED,
+    "invalid_target": Outcome.FAILED,
+    "unsubscribed": Outcome.SUPPRESSED,
+    "retry": Outcome.FAILED,  # retries through notify.retry arrive with issue 3
+}
+
+
+def settle(results: list[SendResult], now_ms: int
+           ) -> tuple[list[Receipt], list[tuple[bytes, bytes, str]]]:
+    """Receipts for every result, and device records to publish (key, value, user_id)
+    for push tokens the provider says are gone, so every worker stops using them."""
+    receipts: list[Receipt] = []
+    retire: list[tuple[bytes, bytes, str]] = []
+    for r in results:
+        t = r.task
+        reason = r.reason if r.status != "retry" else f"retryable: {r.reason}"
+        receipts.append(Receipt(
+            notification_id=t.notification_id, user_id=t.user_id, type=t.type,
+            priority=t.priority, channel=t.channel, provider=t.provider,
+            target=t.target_id, outcome=_OUTCOME.get(r.status, Outcome.FAILED).value,
+            reason=reason, created_ms=t.created_ms, event_ms=now_ms, attempt=t.attempt,
+        ))
+        if r.status == "invalid_target" and t.channel == "push":
+            d = Device(user_id=t.user_id, token_id=t.target_id, platform=t.provider,
+                       token=t.address, active=False)
+            retire.append((device_key(d), encode_device(d), t.user_id))
+    return receipts, retire

@@ -1,0 +1,1 @@
+"""Bytewax inputs.  Kept apart from dataflows/ (wiring only) and operators/ (engine-free)."""

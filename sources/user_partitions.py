@@ -1,0 +1,127 @@
+"""Kafka input that reads a user partition's settings and devices before its requests.
+
+The stock ``bytewax.connectors.kafka.KafkaSource`` treats every topic-partition on its
+own, so nothing stops requests[p] from being decided before settings[p] was read
+(a request decided on default settings: the cold-start bug DESIGN.md forbids).  This
+source is built the same way (``assign()``, no consumer groups, offsets kept in Bytewax
+recovery snapshots) but one source partition p owns requests[p], settings[p] and
+devices[p]: it pauses requests[p] until settings[p] and devices[p] reach the high
+watermark they had at start, then interleaves all three in arrival order, so per-user
+order holds all the way to the join.
+
+Each poll becomes ONE item ``("p<p>", (p, [records]))``: the flow works on batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from operators.partition import DEVICES, REQUEST, SETTINGS, Record
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[int, int]  # kind -> next offset to read
+Item = tuple[str, tuple[int, list[Record]]]
+
+
+def partition_key(p: int) -> str:
+    return f"p{p:04d}"
+
+
+class _UserPartition(StatefulSourcePartition[Item, Offsets]):
+    def __init__(self, brokers: str, topics: dict[int, str], p: int, resume: Offsets | None,
+                 batch: int, poll_s: float) -> None:
+        self._p = p
+        self._key = partition_key(p)
+        self._batch = batch
+        self._poll_s = poll_s
+        self._kind_of = {t: k for k, t in topics.items()}
+        self._next: Offsets = dict(resume or {})
+        self._consumer = Consumer({
+            "bootstrap.servers": brokers,
+            "group.id": "notiflow-unused",  # assign() only: offsets live in snapshots
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 10,
+            "fetch.min.bytes": 1,
+            "queued.max.messages.kbytes": 65536,
+            "auto.offset.reset": "earliest",
+        })
+        tps = [TopicPartition(topics[k], p, self._next.get(k, OFFSET_BEGINNING))
+               for k in (SETTINGS, DEVICES, REQUEST)]
+        # Bootstrap: the high watermarks of settings[p] and devices[p] right now.
+        self._pending: dict[int, int] = {}
+        for k in (SETTINGS, DEVICES):
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topics[k], p), timeout=10, cached=False)
+            if self._next.get(k, 0) < high:
+                self._pending[k] = high
+        self._req_tp = TopicPartition(topics[REQUEST], p)
+        self._consumer.assign(tps)
+        if self._pending:
+            self._consumer.pause([self._req_tp])
+            log.info("partition %d: reading settings/devices up to %s before requests", p,
+                     self._pending)
+
+    def next_batch(self) -> list[Item]:
+        msgs = self._consumer.consume(self._batch, self._poll_s)
+        if not msgs:
+            return []
+        records: list[Record] = []
+        kind_of = self._kind_of
+        nxt = self._next
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("partition %d: consume error %s", self._p, err)
+                continue
+            kind = kind_of[m.topic()]
+            off = m.offset()
+            records.append((kind, m.key(), m.value(), off))
+            nxt[kind] = off + 1
+        if self._pending:
+            for k in list(self._pending):
+                if nxt.get(k, 0) >= self._pending[k]:
+                    del self._pending[k]
+            if not self._pending:
+                log.info("partition %d: settings/devices loaded; reading requests", self._p)
+                self._consumer.resume([self._req_tp])
+        if not records:
+            return []
+        return [(self._key, (self._p, records))]
+
+    def next_awake(self) -> datetime | None:
+        return None  # consume() above already waits up to poll_s when idle
+
+    def snapshot(self) -> Offsets:
+        return dict(self._next)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class UserPartitionedSource(FixedPartitionedSource[Item, Offsets]):
+    """requests (or critical) + settings + devices, partition p of each, as one input."""
+
+    def __init__(self, brokers: str, requests_topic: str, settings_topic: str,
+                 devices_topic: str, partitions: int, batch: int = 2000,
+                 poll_s: float = 0.005) -> None:
+        self._brokers = brokers
+        self._topics = {REQUEST: requests_topic, SETTINGS: settings_topic, DEVICES: devices_topic}
+        self._partitions = partitions
+        self._batch = batch
+        self._poll_s = poll_s
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in range(self._partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None
+                   ) -> _UserPartition:
+        return _UserPartition(self._brokers, self._topics, int(for_part), resume_state,
+                              self._batch, self._poll_s)
+
