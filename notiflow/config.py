@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     sent_marker_ttl_s: int = 48 * 3600
     source_batch: int = 2000
     source_poll_s: float = 0.005
-    receipts_batch_rows: int = 5000
+    receipts_batch_rows: int = 2000
 
     # --- providers (the sandbox by default) --------------------------------------------
     apns_url: str = Field("http://127.0.0.1:8600", validation_alias=_env("APNS_URL"))

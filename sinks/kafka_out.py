@@ -33,10 +33,21 @@ def producer(brokers: str) -> Producer:
         return p
 
 
-def produce_receipts(prod: Producer, topic: str, rows: list[Receipt], chunk: int = 5000) -> None:
-    """Receipts as JSONEachRow, ``chunk`` rows per message (the loader inserts them as-is)."""
-    for i in range(0, len(rows), chunk):
-        _produce(prod, topic, None, encode_rows(rows[i : i + chunk]))
+MAX_MESSAGE_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
+
+
+def produce_receipts(prod: Producer, topic: str, rows: list[Receipt], chunk: int = 2000) -> None:
+    """Receipts as JSONEachRow, at most ``chunk`` rows and ~512 KiB per message
+    (the loader inserts them as they are)."""
+    i = 0
+    while i < len(rows):
+        n = min(chunk, len(rows) - i)
+        blob = encode_rows(rows[i : i + n])
+        while len(blob) > MAX_MESSAGE_BYTES and n > 1:
+            n //= 2
+            blob = encode_rows(rows[i : i + n])
+        _produce(prod, topic, None, blob)
+        i += n
 
 
 def _produce(prod: Producer, topic: str, key: bytes | None, value: bytes | None,
