@@ -111,8 +111,7 @@ class PartitionProcessor:
                 receipt(req, user, "", Outcome.DUPLICATE, "same event inside the dedup window", now_ms)
             )
             return
-        route(req, user, self.users.get_prefs(user), self.users.get_devices(user), now_ms,
-              tasks, out.receipts)
+        route(req, user, self.users.get(user), now_ms, tasks, out.receipts)
 
     def _expand(self, req: NotificationRequest, out: Routed) -> None:
         """A request for several users becomes one per user, each on that user's partition."""

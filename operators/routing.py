@@ -1,12 +1,12 @@
 """Per-request decisions: which channels, which targets, and why something is not sent.
 
-``route`` turns one validated request for one recipient, with that user's prefs and
-devices, into delivery tasks plus receipts for everything that will not be sent.
+``route`` turns one validated request for one recipient, with that user's settings
+and devices, into delivery tasks plus receipts for everything that will not be sent.
 """
 
 from __future__ import annotations
 
-from operators.user_state import DeviceRow, Prefs
+from operators.user_state import UserRow
 from schemas.receipt import Outcome, Receipt
 from schemas.request import NotificationRequest
 from schemas.task import DeliveryTask
@@ -45,7 +45,7 @@ def receipt(
 
 
 def _task(req: NotificationRequest, user: str, channel: str, provider: str, target_id: str,
-          address: str, prefs: Prefs) -> DeliveryTask:
+          address: str, row: UserRow) -> DeliveryTask:
     return DeliveryTask(
         notification_id=req.id,
         user_id=user,
@@ -62,24 +62,23 @@ def _task(req: NotificationRequest, user: str, channel: str, provider: str, targ
         collapse_key=req.collapse_key,
         created_ms=req.created_at,
         expires_ms=req.expires_at or 0,
-        locale=prefs.locale,
+        locale=row.locale,
     )
 
 
 def route(
     req: NotificationRequest,
     user: str,
-    prefs: Prefs,
-    devices: tuple[DeviceRow, ...],
+    row: UserRow,
     now_ms: int,
     tasks: list[DeliveryTask],
     receipts: list[Receipt],
 ) -> None:
     """Append the tasks to send and the receipts of what is not sent (preference, no target)."""
     channels = req.channels or DEFAULT_CHANNELS
-    opted = prefs.opted_out(req.type)
+    opted = row.opted_out(req.type)
     for ch in channels:
-        if not prefs.channel_on(ch):
+        if not row.channel_on(ch):
             receipts.append(receipt(req, user, ch, Outcome.SUPPRESSED, f"{ch} turned off", now_ms))
             continue
         if opted is not None:
@@ -88,19 +87,19 @@ def route(
             )
             continue
         if ch == "push":
-            if not devices:
+            if not row.devices:
                 receipts.append(receipt(req, user, ch, Outcome.NO_TARGET, "no active device", now_ms))
-            for token_id, platform, token in devices:
-                tasks.append(_task(req, user, ch, platform, token_id, token, prefs))
+            for token_id, platform, token in row.devices:
+                tasks.append(_task(req, user, ch, platform, token_id, token, row))
         elif ch == "email":
-            if prefs.email:
-                tasks.append(_task(req, user, ch, "sendgrid", "email", prefs.email, prefs))
+            if row.email:
+                tasks.append(_task(req, user, ch, "sendgrid", "email", row.email, row))
             else:
                 receipts.append(receipt(req, user, ch, Outcome.NO_TARGET, "no email address", now_ms))
         elif ch == "sms":
-            if prefs.phone:
-                tasks.append(_task(req, user, ch, "twilio", "phone", prefs.phone, prefs))
+            if row.phone:
+                tasks.append(_task(req, user, ch, "twilio", "phone", row.phone, row))
             else:
                 receipts.append(receipt(req, user, ch, Outcome.NO_TARGET, "no phone number", now_ms))
         else:  # inapp
-            tasks.append(_task(req, user, ch, "redis", "inbox", "", prefs))
+            tasks.append(_task(req, user, ch, "redis", "inbox", "", row))

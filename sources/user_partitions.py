@@ -48,7 +48,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 10,
             "fetch.min.bytes": 1,
-            "queued.max.messages.kbytes": 65536,
+            "queued.max.messages.kbytes": 16384,  # per consumer: bounds memory in bootstrap
             "auto.offset.reset": "earliest",
         })
         tps = [TopicPartition(topics[k], p, self._next.get(k, OFFSET_BEGINNING))

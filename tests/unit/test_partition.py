@@ -129,7 +129,7 @@ def test_partition_bad_settings_rejected_and_state_unchanged(proc):
     out = proc.process([(SETTINGS, u.encode(), settings(u, phone="12345"), 0)], NOW)
     assert "phone" in orjson.loads(out.rejected[0][1])["reason"]
     assert out.receipts == []  # a receipt is per notification, not per settings record
-    assert u not in proc.users.prefs
+    assert u not in proc.users
 
 
 def test_partition_expands_multi_recipient_request_to_each_users_partition(proc):
@@ -145,7 +145,7 @@ def test_partition_reroutes_records_of_another_partition(proc):
     u = user_in(2)
     out = proc.process([(REQUEST, None, req(u), 0), (SETTINGS, None, settings(u), 0)], NOW)
     assert [(kind, p) for kind, p, _, _ in out.reroute] == [(REQUEST, 2), (SETTINGS, 2)]
-    assert out.inapp == [] and u not in proc.users.prefs
+    assert out.inapp == [] and u not in proc.users
 
 
 def test_partition_expired_request_gets_receipt_not_sent(proc):
