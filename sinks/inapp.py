@@ -1,13 +1,16 @@
-"""In-app delivery to Redis: inbox list (bounded), unread badge, live pub/sub channel.
+"""In-app delivery to Redis: inbox list (bounded), unread badge, live pub/sub feed.
 
-One server-side script call per batch (DESIGN.md: per-item round trips cost ~15 µs, one
-script call per batch was ~1.5x faster end to end).  The script sets an idempotent
-sent-marker per notification first, so a replay after a crash writes nothing twice.
+One server-side script call per batch (DESIGN.md: per-item round trips cost ~15 µs).
+Inside Redis 6.2 each ``redis.call`` costs ~2 µs, so the script makes as few as it can:
+an idempotent sent-marker (a replay after a crash writes nothing twice), LPUSH (LTRIM only
+when the inbox is over its bound), INCR, and ONE publish per batch instead of per user.
 
 Keys (the gateway and apps read them): ``nf:inbox:{user}`` (LIST, newest first, JSON
-entries), ``nf:badge:{user}`` (unread count), channel ``nf:live:{user}``,
-``nf:sent:{notification_id}:inapp`` (marker, TTL).  The script touches many users'
-keys, so on Redis Cluster the batch must be split by hash slot first (not done yet).
+entries), ``nf:badge:{user}`` (unread count), ``nf:sent:{notification_id}:inapp`` (marker,
+TTL).  Live feed: channel ``nf:live``, one message per batch, one line per new entry:
+``{user}\t{entry json}``; the gateway subscribes once and fans out to its connected users.
+The script touches many users' keys, so on Redis Cluster the batch must be split by hash
+slot first (not done yet).
 """
 
 from __future__ import annotations
@@ -19,38 +22,38 @@ from schemas.task import DeliveryTask
 
 INBOX = "nf:inbox:"
 BADGE = "nf:badge:"
-LIVE = "nf:live:"
+LIVE = "nf:live"
 
-# One argument for the whole batch (a JSON array of [user, id, entry]) and one string back
-# ("1" written, "0" already there): packing thousands of arguments and parsing thousands of
-# replies in redis-py cost more than the script itself.
-_SCRIPT = """
+_SCRIPT = r"""
 local ttl = tonumber(ARGV[1])
-local max = tonumber(ARGV[2]) - 1
-local batch = cjson.decode(ARGV[3])
-local out = {}
-for i, item in ipairs(batch) do
-  local uid, nid = item[1], item[2]
+local max = tonumber(ARGV[2])
+local out, live = {}, {}
+for _, item in ipairs(cjson.decode(ARGV[3])) do
+  local uid, nid, entry = item[1], item[2], item[3]
   if redis.call('SET', 'nf:sent:' .. nid .. ':inapp', '1', 'NX', 'EX', ttl) then
-    local entry = cjson.encode(item[3])
     local inbox = 'nf:inbox:' .. uid
-    redis.call('LPUSH', inbox, entry)
-    redis.call('LTRIM', inbox, 0, max)
+    if redis.call('LPUSH', inbox, entry) > max then
+      redis.call('LTRIM', inbox, 0, max - 1)
+    end
     redis.call('INCR', 'nf:badge:' .. uid)
-    redis.call('PUBLISH', 'nf:live:' .. uid, entry)
-    out[i] = '1'
+    out[#out + 1] = '1'
+    live[#live + 1] = uid .. '\t' .. entry
   else
-    out[i] = '0'
+    out[#out + 1] = '0'
   end
+end
+if #live > 0 then
+  redis.call('PUBLISH', 'nf:live', table.concat(live, '\n'))
 end
 return table.concat(out)
 """
 
 
-def entry(t: DeliveryTask) -> dict:
+def entry(t: DeliveryTask) -> bytes:
     """The inbox entry an app reads."""
-    return {"id": t.notification_id, "type": t.type, "title": t.title, "body": t.body,
-            "data": t.data, "collapse_key": t.collapse_key, "created_ms": t.created_ms}
+    return orjson.dumps({"id": t.notification_id, "type": t.type, "title": t.title,
+                         "body": t.body, "data": t.data, "collapse_key": t.collapse_key,
+                         "created_ms": t.created_ms})
 
 
 class InappWriter:
@@ -65,7 +68,8 @@ class InappWriter:
     def write(self, tasks: list[DeliveryTask]) -> list[bool]:
         if not tasks:
             return []
-        blob = orjson.dumps([(t.user_id, t.notification_id, entry(t)) for t in tasks])
+        # one JSON argument: measured cheaper for Redis than 3 arguments per item
+        blob = orjson.dumps([(t.user_id, t.notification_id, entry(t).decode()) for t in tasks])
         res = self._script(keys=[], args=[self._ttl, self._max, blob])
         return [c == 49 for c in res]  # b"1"
 
