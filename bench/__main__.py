@@ -55,7 +55,7 @@ def run_phase(stack, prod, run: str, n: int, users: int, mix: str, critical_shar
               partitions: int) -> dict:
     t0 = time.time()
     sent_crit = 0
-    for nid, user, payload, crit in tqdm(requests(run, n, users, CHANNEL_MIXES[mix], critical_share),
+    for _nid, user, payload, crit in tqdm(requests(run, n, users, CHANNEL_MIXES[mix], critical_share),
                                         total=n, desc=f"{run}: publish", unit="req", leave=False):
         topic = "notify.critical" if crit else "notify.requests"
         sent_crit += crit

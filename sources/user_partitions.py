@@ -61,6 +61,9 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             if self._next.get(k, 0) < high:
                 self._pending[k] = high
         self._req_tp = TopicPartition(topics[REQUEST], p)
+        self._ctl_tps = {k: TopicPartition(topics[k], p) for k in (SETTINGS, DEVICES)}
+        self._held: list[Record] = []  # requests read but not emitted yet (see next_batch)
+        self._paused = False
         self._consumer.assign(tps)
         if self._pending:
             self._consumer.pause([self._req_tp])
@@ -69,9 +72,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
 
     def next_batch(self) -> list[Item]:
         msgs = self._consumer.consume(self._batch, self._poll_s)
-        if not msgs:
-            return []
-        records: list[Record] = []
+        ctl: list[Record] = []
         kind_of = self._kind_of
         nxt = self._next
         for m in msgs:
@@ -81,9 +82,12 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
                     log.warning("partition %d: consume error %s", self._p, err)
                 continue
             kind = kind_of[m.topic()]
-            off = m.offset()
-            records.append((kind, m.key(), m.value(), off))
-            nxt[kind] = off + 1
+            rec = (kind, m.key(), m.value(), m.offset())
+            if kind == REQUEST:
+                self._held.append(rec)
+            else:
+                ctl.append(rec)
+                nxt[kind] = rec[3] + 1
         if self._pending:
             for k in list(self._pending):
                 if nxt.get(k, 0) >= self._pending[k]:
@@ -91,14 +95,36 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             if not self._pending:
                 log.info("partition %d: settings/devices loaded; reading requests", self._p)
                 self._consumer.resume([self._req_tp])
+        records = ctl
+        if self._held and self._ctl_caught_up():
+            records = ctl + self._held  # settings/devices first: they were published earlier
+            nxt[REQUEST] = self._held[-1][3] + 1
+            self._held = []
+        if len(self._held) >= self._batch and not self._paused:
+            self._consumer.pause([self._req_tp])
+            self._paused = True
+        elif not self._held and self._paused and not self._pending:
+            self._consumer.resume([self._req_tp])
+            self._paused = False
         if not records:
             return []
         return [(self._key, (self._p, records))]
+
+    def _ctl_caught_up(self) -> bool:
+        """Have we read every settings/devices record the broker had when it last answered
+        a fetch?  Requests fetched by then wait for those, so a settings change published
+        before a request is applied before it (cross-topic order within a partition)."""
+        for k, tp in self._ctl_tps.items():
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high is not None and high >= 0 and self._next.get(k, 0) < high:
+                return False
+        return True
 
     def next_awake(self) -> datetime | None:
         return None  # consume() above already waits up to poll_s when idle
 
     def snapshot(self) -> Offsets:
+        # held requests are not in the offsets: after a restart they are read again
         return dict(self._next)
 
     def close(self) -> None:

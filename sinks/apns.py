@@ -1,0 +1,85 @@
+"""APNs (HTTP/2 provider API): build_request (pure), classify, send.
+
+Errors: https://developer.apple.com/documentation/usernotifications/handling-notification-responses-from-apns
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+
+from notiflow.config import Settings
+from schemas.task import DeliveryTask
+from sinks import results as R
+from sinks.push_transport import HttpReq, HttpResp, PushTransport
+
+MAX_PAYLOAD = 4096
+_NS = uuid.UUID("6f0c1d2e-8a59-4b7e-9a44-0d6f1f3b7a10")
+INVALID_TOKEN = {"BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic"}
+RETRY_STATUS = {429, 500, 503}
+
+
+def apns_id(t: DeliveryTask) -> str:
+    """Deterministic per (notification, device): a resend is recognisable."""
+    return str(uuid.uuid5(_NS, f"{t.notification_id}/{t.target_id}"))
+
+
+def payload(t: DeliveryTask) -> bytes:
+    aps: dict = {"alert": {"title": t.title or "", "body": t.body or ""}}
+    if t.priority == "critical":
+        aps["sound"] = "default"
+    if t.collapse_key:
+        aps["thread-id"] = t.collapse_key
+    body: dict = {"aps": aps, "nid": t.notification_id}
+    if t.data:
+        body["data"] = t.data
+    return orjson.dumps(body)
+
+
+def build_request(t: DeliveryTask, cfg: Settings) -> HttpReq:
+    headers = [
+        ("authorization", f"bearer {cfg.apns_auth_token.get_secret_value()}"),
+        ("apns-topic", cfg.apns_topic),
+        ("apns-push-type", "alert"),
+        ("apns-priority", "10" if t.priority in ("critical", "high") else "5"),
+        ("apns-expiration", str(t.expires_ms // 1000)),
+        ("apns-id", apns_id(t)),
+        ("content-type", "application/json"),
+    ]
+    if t.collapse_key:
+        headers.append(("apns-collapse-id", t.collapse_key))
+    return HttpReq(f"{cfg.apns_url}/3/device/{t.address}", headers, payload(t))
+
+
+def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
+    if resp.error is not None:
+        return R.retry(t, f"connection: {resp.error}")
+    if resp.status == 200:
+        return R.sent(t, resp.headers.get("apns-id"))
+    try:
+        reason = orjson.loads(resp.body).get("reason", "") if resp.body else ""
+    except (orjson.JSONDecodeError, AttributeError):
+        reason = ""
+    text = f"apns {resp.status} {reason}".strip()
+    if reason in INVALID_TOKEN or resp.status == 410:
+        return R.invalid_target(t, text)
+    if resp.status in RETRY_STATUS:
+        return R.retry(t, text, R.parse_retry_after(resp.headers.get("retry-after")))
+    return R.failed(t, text)
+
+
+def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
+    out: list[R.SendResult] = []
+    ok: list[DeliveryTask] = []
+    reqs: list[HttpReq] = []
+    for t in tasks:
+        req = build_request(t, cfg)
+        if len(req.body) > MAX_PAYLOAD:  # check before any network call
+            out.append(R.failed(t, f"apns payload {len(req.body)} bytes > {MAX_PAYLOAD}"))
+            continue
+        ok.append(t)
+        reqs.append(req)
+    if reqs:
+        out += [classify(t, r) for t, r in zip(ok, transport.send(reqs), strict=True)]
+    return out

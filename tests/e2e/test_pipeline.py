@@ -1,0 +1,220 @@
+"""The whole pipeline over real parts: Tansu, Redis, the provider sandbox, chDB via the loader.
+
+Both lanes run as real ``python -m bytewax.run`` processes with recovery on.  Each test
+uses its own users and notification ids, so they share one running stack.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import orjson
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from notiflow.topics import partition_for
+from sandbox.client import SandboxControl
+
+P = 4  # partitions: the stack fixture's default (Settings.partitions)
+NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def flows(stack, tmp_path_factory):
+    from stack.services import start_flow
+
+    started = []
+    try:
+        for lane in ("main", "critical"):
+            started += start_flow(lane, stack.env(), processes=1, workers=1,
+                                  recovery_dir=tmp_path_factory.mktemp(f"rec-{lane}"))
+        yield started
+    finally:
+        for s in reversed(started):
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def producer(stack):
+    p = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 1})
+    yield p
+    p.flush(10)
+
+
+@pytest.fixture(scope="module")
+def sandbox(stack):
+    return SandboxControl(stack.sandbox_url)
+
+
+def uid(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def put_user(producer, user, *, devices=(), **settings):
+    p = partition_for(user, P)
+    producer.produce("notify.settings", orjson.dumps({"v": 1, "user_id": user, **settings}),
+                     user.encode(), partition=p)
+    for token_id, platform, token in devices:
+        producer.produce("notify.devices", orjson.dumps({
+            "v": 1, "user_id": user, "token_id": token_id, "platform": platform,
+            "token": token, "active": True}), f"{user}:{token_id}".encode(), partition=p)
+
+
+def send(producer, user, nid, *, topic="notify.requests", raw: bytes | None = None, **fields):
+    body = {"v": 1, "id": nid, "type": "social.comment", "recipients": [user],
+            "title": "Hello", "body": f"body of {nid}", "created_at": NOW_MS(), **fields}
+    producer.produce(topic, raw if raw is not None else orjson.dumps(body), user.encode(),
+                     partition=partition_for(user, P))
+
+
+def query(stack, sql: str) -> list[list]:
+    r = httpx.post(f"{stack.stats_url}/query", content=sql, timeout=10)
+    r.raise_for_status()
+    return r.json()["rows"]
+
+
+def receipts_for(stack, nids: list[str], want: int, timeout: float = 60) -> list[tuple]:
+    """Wait until at least ``want`` receipts of these notifications are in ClickHouse."""
+    ids = ",".join(f"'{n}'" for n in nids)
+    sql = (f"SELECT notification_id, channel, provider, target, outcome, reason FROM "
+           f"notiflow.receipts WHERE notification_id IN ({ids}) ORDER BY notification_id, channel, target")
+    deadline = time.time() + timeout
+    rows: list = []
+    while time.time() < deadline:
+        rows = query(stack, sql)
+        if len(rows) >= want:
+            time.sleep(0.5)  # let any extra (wrong) receipt arrive too, so counts can fail
+            return [tuple(r) for r in query(stack, sql)]
+        time.sleep(0.2)
+    pytest.fail(f"only {len(rows)} of {want} receipts for {nids} after {timeout}s: {rows}")
+
+
+def accepted(sandbox, provider: str, nid: str) -> list[dict]:
+    return [m for m in sandbox.messages(provider) if m["nid"] == nid]
+
+
+def test_pipeline_delivers_each_channel_once_with_receipts(stack, flows, producer, sandbox):
+    user = uid("ann")
+    put_user(producer, user, email=f"{user}@example.com", phone="+15551230001",
+             devices=[("iphone", "apns", "a1" * 32), ("pixel", "fcm", "f1" * 40)])
+    nid = uid("n-all")
+    send(producer, user, nid, channels=["push", "email", "sms", "inapp"], priority="high")
+    crit = uid("n-crit")
+    send(producer, user, crit, topic="notify.critical", channels=["sms"], priority="critical",
+         type="auth.code", title=None, body="Your code is 123456")
+    producer.flush(10)
+
+    rows = receipts_for(stack, [nid, crit], want=6)
+    assert sorted((r[0], r[1], r[2], r[4]) for r in rows) == sorted([
+        (nid, "email", "sendgrid", "sent"), (nid, "inapp", "redis", "sent"),
+        (nid, "push", "apns", "sent"), (nid, "push", "fcm", "sent"),
+        (nid, "sms", "twilio", "sent"), (crit, "sms", "twilio", "sent"),
+    ])
+    assert len(accepted(sandbox, "apns", nid)) == 1
+    assert len(accepted(sandbox, "fcm", nid)) == 1
+    assert [m["target"] for m in accepted(sandbox, "sendgrid", nid)] == [f"{user}@example.com"]
+    assert [m["target"] for m in accepted(sandbox, "twilio", nid)] == ["+15551230001"]
+    assert [m["body"] for m in accepted(sandbox, "twilio", crit)] == ["Your code is 123456"]
+
+    r = redis.Redis.from_url(stack.redis_url)
+    inbox = [orjson.loads(e) for e in r.lrange(f"nf:inbox:{user}", 0, -1)]
+    assert [e["id"] for e in inbox] == [nid]
+    assert inbox[0]["title"] == "Hello"
+    assert int(r.get(f"nf:badge:{user}")) == 1
+
+
+def test_pipeline_inapp_inbox_newest_first_and_badge_counts(stack, flows, producer):
+    user = uid("bob")
+    nids = [uid("n-in") for _ in range(3)]
+    for n in nids:
+        send(producer, user, n, channels=["inapp"])
+    producer.flush(10)
+    receipts_for(stack, nids, want=3)
+    r = redis.Redis.from_url(stack.redis_url)
+    assert [orjson.loads(e)["id"] for e in r.lrange(f"nf:inbox:{user}", 0, -1)] == nids[::-1]
+    assert int(r.get(f"nf:badge:{user}")) == 3
+
+
+def test_pipeline_suppresses_opted_out_and_disabled_channels(stack, flows, producer, sandbox):
+    user = uid("cy")
+    put_user(producer, user, phone="+15551230002", channels={"sms": False},
+             opt_out_types=["marketing"])
+    promo, code, ok = uid("n-promo"), uid("n-sms"), uid("n-ok")
+    send(producer, user, promo, type="marketing.weekly", channels=["inapp"])
+    send(producer, user, code, channels=["sms"])
+    send(producer, user, ok, channels=["inapp"])
+    producer.flush(10)
+    rows = receipts_for(stack, [promo, code, ok], want=3)
+    assert sorted((r[0], r[1], r[4], r[5]) for r in rows) == sorted([
+        (promo, "inapp", "suppressed", "opted out of marketing"),
+        (code, "sms", "suppressed", "sms turned off"),
+        (ok, "inapp", "sent", ""),
+    ])
+    assert accepted(sandbox, "twilio", code) == []
+
+
+def test_pipeline_deduplicates_a_repeated_request(stack, flows, producer, sandbox):
+    user = uid("dee")
+    put_user(producer, user, devices=[("iphone", "apns", "d1" * 32)])
+    first, again = uid("n-like"), uid("n-like-again")
+    what = {"actor": "eve", "object": "photo-7"}
+    send(producer, user, first, type="social.like", channels=["push"], dedup=what)
+    send(producer, user, first, type="social.like", channels=["push"], dedup=what)  # re-sent
+    send(producer, user, again, type="social.like", channels=["push"], dedup=what)  # same event
+    producer.flush(10)
+    rows = receipts_for(stack, [first, again], want=3)
+    assert sorted((r[0], r[4]) for r in rows) == sorted([
+        (first, "sent"), (first, "duplicate"), (again, "duplicate")])
+    assert len(accepted(sandbox, "apns", first)) == 1
+    assert accepted(sandbox, "apns", again) == []
+
+
+BAD = {
+    "malformed": (b'{"id": "x", "type": ', "payload: not valid JSON"),
+    "missing": (b'{"v":1,"id":"bad-missing","type":"a.b","body":"x","created_at":1}',
+                "recipients: required field is missing"),
+    "channel": (b'{"v":1,"id":"bad-chan","type":"a.b","body":"x","created_at":1,'
+                b'"recipients":["u"],"channels":["pigeon"]}', "channels[0]: Invalid enum value"),
+    "types": (b'{"v":1,"id":"bad-types","type":"a.b","body":"x","created_at":"yesterday",'
+              b'"recipients":["u"]}', "created_at: Expected `int`, got `str`"),
+    "oversized": (orjson.dumps({"v": 1, "id": "bad-big", "type": "a.b", "body": "x" * 70_000,
+                                "created_at": 1, "recipients": ["u"]}), "payload: "),
+}
+
+
+def test_pipeline_rejects_bad_input_and_keeps_delivering(stack, flows, producer):
+    user = uid("eve")
+    before, after = uid("n-before"), uid("n-after")
+    send(producer, user, before, channels=["inapp"])
+    for raw, _ in BAD.values():
+        send(producer, user, "ignored", raw=raw)
+    send(producer, user, after, channels=["inapp"])
+    producer.flush(10)
+    rows = receipts_for(stack, [before, after], want=2)
+    assert sorted((r[0], r[4]) for r in rows) == sorted([(before, "sent"), (after, "sent")])
+
+    c = Consumer({"bootstrap.servers": stack.brokers, "group.id": "t", "enable.auto.commit": False})
+    c.assign([TopicPartition("notify.rejected", p, 0) for p in range(P)])
+    seen: dict[str, dict] = {}
+    deadline = time.time() + 30
+    payloads = {raw: k for k, (raw, _) in BAD.items()}
+    while time.time() < deadline and len(seen) < len(BAD):
+        for m in c.consume(500, 0.5):
+            if m.error():
+                continue
+            rej = orjson.loads(m.value())
+            raw = (rej["payload"] or "").encode()
+            if raw in payloads:
+                seen[payloads[raw]] = rej
+    c.close()
+    assert set(seen) == set(BAD)
+    for k, (_raw, reason) in BAD.items():
+        assert seen[k]["reason"].startswith(reason), (k, seen[k]["reason"])
+        assert seen[k]["source"]["topic"] == "requests"
+    assert "over the" in seen["oversized"]["reason"]
+    bad_ids = query(stack, "SELECT count() FROM notiflow.receipts WHERE outcome = 'rejected' "
+                           "AND notification_id IN ('bad-missing','bad-chan','bad-types','bad-big')")
+    assert bad_ids[0][0] >= 4
