@@ -218,3 +218,46 @@ def test_pipeline_rejects_bad_input_and_keeps_delivering(stack, flows, producer)
     bad_ids = query(stack, "SELECT count() FROM notiflow.receipts WHERE outcome = 'rejected' "
                            "AND notification_id IN ('bad-missing','bad-chan','bad-types','bad-big')")
     assert bad_ids[0][0] >= 4
+
+
+def test_pipeline_invalid_token_fails_and_deactivates_device(stack, flows, producer, sandbox):
+    user = uid("fay")
+    put_user(producer, user, devices=[("old", "apns", "gone" + "0" * 60),
+                                      ("new", "fcm", "f2" * 40)])
+    first, second = uid("n-tok1"), uid("n-tok2")
+    send(producer, user, first, channels=["push"])
+    producer.flush(10)
+    rows = receipts_for(stack, [first], want=2)
+    assert sorted((r[2], r[3], r[4]) for r in rows) == [("apns", "old", "failed"),
+                                                        ("fcm", "new", "sent")]
+    assert "Unregistered" in next(r[5] for r in rows if r[3] == "old")
+    # the sink published the device as inactive: the next push skips it
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        send(producer, user, second, channels=["push"])
+        producer.flush(10)
+        rows = receipts_for(stack, [second], want=1)
+        if all(r[3] == "new" for r in rows):
+            break
+        second = uid("n-tok2")
+        time.sleep(0.5)
+    assert [(r[3], r[4]) for r in rows] == [("new", "sent")]
+
+
+def test_pipeline_provider_errors_become_failed_receipts(stack, flows, producer, sandbox):
+    bad_phone, down = uid("gus"), uid("hal")
+    put_user(producer, bad_phone, phone="+15005550001")  # Twilio's magic invalid number
+    put_user(producer, down, devices=[("iphone", "apns", "a3" * 32)])
+    n_sms, n_push = uid("n-badnum"), uid("n-down")
+    sandbox.faults("apns", status=503, rate=1.0, count=1)
+    try:
+        send(producer, bad_phone, n_sms, channels=["sms"])
+        send(producer, down, n_push, channels=["push"])
+        producer.flush(10)
+        rows = receipts_for(stack, [n_sms, n_push], want=2)
+    finally:
+        sandbox.clear_faults()
+    got = {r[0]: (r[4], r[5]) for r in rows}
+    assert got[n_sms][0] == "failed" and "21211" in got[n_sms][1]
+    assert got[n_push][0] == "failed" and got[n_push][1].startswith("retryable: apns 503")
+    assert accepted(sandbox, "twilio", n_sms) == [] and accepted(sandbox, "apns", n_push) == []
