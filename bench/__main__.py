@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from bench.workload import CHANNEL_MIXES, load_users, make_producer, produce, requests
+from bench.workload import CHANNEL_MIXES, load_users, make_producer, produce, requests, user_id
 from notiflow.topics import partition_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,10 +178,11 @@ def memory_run(users: int, partitions: int) -> None:
         t0 = time.time()
         # one request per partition, sent after the settings: its receipt means bootstrap is done
         for p in range(partitions):
-            i = next(i for i in range(users) if partition_for(f"user{i:08d}", partitions) == p)
-            nid, user, payload, _ = next(requests(f"mem{p}", 1, 1, {"inapp": 1.0}, 0.0))
-            payload = payload.replace(b'"user00000000"', f'"user{i:08d}"'.encode())
-            produce(prod, "notify.requests", f"user{i:08d}".encode(), payload, p)
+            i = next(i for i in range(users) if partition_for(user_id(i), partitions) == p)
+            payload = orjson.dumps({"v": 1, "id": f"mem{p}", "type": "bench.event",
+                                    "recipients": [user_id(i)], "channels": ["inapp"],
+                                    "body": "memory probe", "created_at": int(time.time() * 1000)})
+            produce(prod, "notify.requests", user_id(i).encode(), payload, p)
         prod.flush(30)
         sql = "SELECT count() FROM notiflow.receipts WHERE notification_id LIKE 'mem%'"
         while q(stack.stats_url, sql)[0][0] < partitions:

@@ -85,9 +85,11 @@ def requests(run: str, n: int, users: int, mix: dict[str, float], critical_share
         crit = rng.random() < critical_share
         ch = rng.choices(chans, weights)[0]
         nid = f"{run}-{j}"
-        yield nid, u, orjson.dumps({
-            "v": 1, "id": nid, "type": "bench.event",
-            "priority": "critical" if crit else prios[j % 3],
-            "recipients": [u], "channels": [ch], "title": "Bench",
-            "body": f"event {j}", "created_at": int(time.time() * 1000),
-        }), crit
+        req = {"v": 1, "id": nid, "type": "bench.event",
+               "priority": "critical" if crit else prios[j % 3],
+               "recipients": [u], "channels": [ch], "created_at": int(time.time() * 1000)}
+        if ch == "email":  # bulk email is templated: SendGrid batches 1,000 a request
+            req.update(template="d-bench-digest", data={"event": j})
+        else:
+            req.update(title="Bench", body=f"event {j}")
+        yield nid, u, orjson.dumps(req), crit
