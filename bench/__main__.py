@@ -89,7 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--users", type=int, default=100_000)
-    ap.add_argument("--processes", type=int, default=2, help="main-lane Bytewax processes")
+    ap.add_argument("--processes", type=int, default=1, help="main-lane Bytewax processes")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--memory-users", type=int, default=1_000_000,
                     help="users' settings+devices for the peak-memory run (0 skips it)")

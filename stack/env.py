@@ -7,6 +7,7 @@ is used as it is and not started.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
         if not brokers:
             started.append(start_kafka(logs))
             brokers = started[-1].url
+            # local Tansu keeps topics in memory only: snapshots of an earlier broker's
+            # offsets and state would not match this one
+            shutil.rmtree(workdir / "recovery", ignore_errors=True)
         create_topics(brokers, settings)
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:

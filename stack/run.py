@@ -14,7 +14,7 @@ from rich.table import Table
 
 from stack.env import ROOT, start_stack
 
-console = Console()
+console = Console(width=120)
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
     with console.status("starting Kafka (Tansu), Redis, provider sandbox, loader/chDB, flows..."):
         stack = start_stack(ROOT, workdir=ROOT / "var", with_flows=True,
@@ -40,8 +40,11 @@ def main() -> None:
     t = Table(title="notiflow is running")
     for c in ("part", "pid", "where", "log"):
         t.add_column(c)
-    t.add_row("kafka", "-", stack.brokers, "")
-    t.add_row("redis", "-", stack.redis_url, "")
+    names = {s.name for s in stack.services}
+    if "kafka" not in names:
+        t.add_row("kafka (external)", "-", stack.brokers, "")
+    if "redis" not in names:
+        t.add_row("redis (external)", "-", stack.redis_url, "")
     for s in stack.services:
         t.add_row(s.name, str(s.pid), s.url or "(Bytewax flow)", str(s.log_path.relative_to(ROOT))
                   if s.log_path.is_relative_to(ROOT) else str(s.log_path))
