@@ -16,8 +16,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.errors import ValidationFailed
-from schemas.request import _field_reason
+from schemas.errors import ValidationFailed, decode_or_reason
 
 Platform = Literal["apns", "fcm"]
 
@@ -36,12 +35,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode_device(raw: bytes) -> Device:
-    try:
-        d = _decoder.decode(raw)
-    except msgspec.ValidationError as e:
-        raise ValidationFailed(_field_reason(str(e))) from None
-    except msgspec.DecodeError as e:
-        raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+    d = decode_or_reason(_decoder, raw)
     if d.v != 1:
         raise ValidationFailed(f"v: unsupported version {d.v} (this service reads 1)")
     for f in ("user_id", "token_id", "token"):

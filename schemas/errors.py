@@ -7,3 +7,29 @@ class ValidationFailed(ValueError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+def decode_or_reason(decoder, raw: bytes):
+    """Decode with a msgspec decoder; raise ValidationFailed naming the field and problem."""
+    import msgspec
+
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise ValidationFailed(field_reason(str(e))) from None
+    except msgspec.DecodeError as e:
+        raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+
+
+def field_reason(msg: str) -> str:
+    """msgspec says 'Expected `str`, got `int` - at `$.type`'; lead with the field instead."""
+    if " - at `$." in msg:
+        text, _, path = msg.rpartition(" - at `$.")
+        return f"{path.rstrip('`')}: {text}"
+    if msg.startswith("Object missing required field"):
+        field = msg.split("`")[1] if "`" in msg else "?"
+        return f"{field}: required field is missing"
+    if msg.startswith("Object contains unknown field"):
+        field = msg.split("`")[1] if "`" in msg else "?"
+        return f"{field}: unknown field"
+    return f"payload: {msg}"

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from schemas.errors import ValidationFailed
+from schemas.errors import ValidationFailed, decode_or_reason
 
 Channel = Literal["push", "email", "sms", "inapp"]
 Priority = Literal["critical", "high", "normal", "low"]
@@ -67,12 +67,7 @@ def decode_request(raw: bytes, max_bytes: int = 16 * 1024) -> NotificationReques
     """Decode and validate one request; raise ValidationFailed naming the field and problem."""
     if len(raw) > max_bytes:
         raise ValidationFailed(f"payload: {len(raw)} bytes is over the {max_bytes}-byte limit")
-    try:
-        req = _decoder.decode(raw)
-    except msgspec.ValidationError as e:
-        raise ValidationFailed(_field_reason(str(e))) from None
-    except msgspec.DecodeError as e:
-        raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+    req = decode_or_reason(_decoder, raw)
     check_request(req)
     return req
 
@@ -109,16 +104,3 @@ def check_request(req: NotificationRequest) -> None:
 def encode_request(req: NotificationRequest) -> bytes:
     return _encoder.encode(req)
 
-
-def _field_reason(msg: str) -> str:
-    """msgspec says 'Expected `str`, got `int` - at `$.type`'; lead with the field instead."""
-    if " - at `$." in msg:
-        text, _, path = msg.rpartition(" - at `$.")
-        return f"{path.rstrip('`')}: {text}"
-    if msg.startswith("Object missing required field"):
-        field = msg.split("`")[1] if "`" in msg else "?"
-        return f"{field}: required field is missing"
-    if msg.startswith("Object contains unknown field"):
-        field = msg.split("`")[1] if "`" in msg else "?"
-        return f"{field}: unknown field"
-    return f"payload: {msg}"

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from schemas.errors import ValidationFailed
-from schemas.request import CHANNELS, _field_reason
+from schemas.errors import ValidationFailed, decode_or_reason
+from schemas.request import CHANNELS
 
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -54,12 +54,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode_settings(raw: bytes) -> UserSettings:
-    try:
-        s = _decoder.decode(raw)
-    except msgspec.ValidationError as e:
-        raise ValidationFailed(_field_reason(str(e))) from None
-    except msgspec.DecodeError as e:
-        raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+    s = decode_or_reason(_decoder, raw)
     if s.v != 1:
         raise ValidationFailed(f"v: unsupported version {s.v} (this service reads 1)")
     if not s.user_id:

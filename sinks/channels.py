@@ -65,33 +65,18 @@ class PushSender:
         self._transport.close()
 
 
-class EmailSender:
-    def __init__(self, cfg: Settings) -> None:
-        from sinks import email_sendgrid
+class ModuleSender:
+    """A provider module with ``make_client(cfg)`` and ``send(client, tasks, cfg)``."""
+
+    def __init__(self, cfg: Settings, module_name: str) -> None:
+        import importlib
 
         self._cfg = cfg
-        self._client = email_sendgrid.make_client(cfg)
+        self._mod = importlib.import_module(module_name)
+        self._client = self._mod.make_client(cfg)
 
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
-        from sinks import email_sendgrid
-
-        return email_sendgrid.send(self._client, tasks, self._cfg)
-
-    def close(self) -> None:
-        pass
-
-
-class SmsSender:
-    def __init__(self, cfg: Settings) -> None:
-        from sinks import sms_twilio
-
-        self._cfg = cfg
-        self._client = sms_twilio.make_client(cfg)
-
-    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
-        from sinks import sms_twilio
-
-        return sms_twilio.send(self._client, tasks, self._cfg)
+        return self._mod.send(self._client, tasks, self._cfg)
 
     def close(self) -> None:
         pass
@@ -100,8 +85,8 @@ class SmsSender:
 SENDERS: dict[str, Callable[[Settings], Sender]] = {
     "inapp": InappSender,
     "push": PushSender,
-    "email": EmailSender,
-    "sms": SmsSender,
+    "email": lambda cfg: ModuleSender(cfg, "sinks.email_sendgrid"),
+    "sms": lambda cfg: ModuleSender(cfg, "sinks.sms_twilio"),
 }
 
 _OUTCOME = {

@@ -11,7 +11,7 @@ import orjson
 from notiflow.config import Settings
 from schemas.task import DeliveryTask
 from sinks import results as R
-from sinks.push_transport import HttpReq, HttpResp, PushTransport
+from sinks.push_transport import HttpReq, HttpResp, PushTransport, send_checked
 
 MAX_PAYLOAD = 4096
 INVALID_TOKEN = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
@@ -76,16 +76,5 @@ def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
 
 
 def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
-    out: list[R.SendResult] = []
-    ok: list[DeliveryTask] = []
-    reqs: list[HttpReq] = []
-    for t in tasks:
-        req = build_request(t, cfg)
-        if len(req.body) > MAX_PAYLOAD:
-            out.append(R.failed(t, f"fcm payload {len(req.body)} bytes > {MAX_PAYLOAD}"))
-            continue
-        ok.append(t)
-        reqs.append(req)
-    if reqs:
-        out += [classify(t, r) for t, r in zip(ok, transport.send(reqs), strict=True)]
-    return out
+    return send_checked(transport, tasks, lambda t: build_request(t, cfg), classify,
+                        MAX_PAYLOAD, "fcm")

@@ -160,6 +160,27 @@ class HttpxTransport:
         self._c.close()
 
 
+def send_checked(transport: PushTransport, tasks: list, build, classify, max_payload: int,
+                 provider: str) -> list:
+    """Build every request, fail the oversized ones before any network call (like gorush's
+    CheckMessage), send the rest as one multiplexed batch and classify each answer."""
+    from sinks import results as R
+
+    out = []
+    ok = []
+    reqs: list[HttpReq] = []
+    for t in tasks:
+        req = build(t)
+        if len(req.body) > max_payload:
+            out.append(R.failed(t, f"{provider} payload {len(req.body)} bytes > {max_payload}"))
+            continue
+        ok.append(t)
+        reqs.append(req)
+    if reqs:
+        out += [classify(t, r) for t, r in zip(ok, transport.send(reqs), strict=True)]
+    return out
+
+
 def make_transport(cfg: Settings) -> PushTransport:
     if cfg.push_transport == "httpx":
         return HttpxTransport(cfg.push_timeout_s)
