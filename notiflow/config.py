@@ -7,6 +7,7 @@ variables switch each part to a real external one; everything else takes ``NOTIF
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = 16 * 1024
     dedup_ttl_s: int = 24 * 3600
     inbox_max: int = 200  # in-app inbox length kept per user
+    inapp_live: Literal["user", "batch"] = "user"  # live channel per user, or one per batch
     sent_marker_ttl_s: int = 48 * 3600
     source_batch: int = 2000
     source_poll_s: float = 0.005

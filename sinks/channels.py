@@ -26,7 +26,7 @@ class InappSender:
     def __init__(self, cfg: Settings) -> None:
         from sinks.inapp import InappWriter
 
-        self._w = InappWriter(cfg.redis_url, cfg.inbox_max, cfg.sent_marker_ttl_s)
+        self._w = InappWriter(cfg.redis_url, cfg.inbox_max, cfg.sent_marker_ttl_s, cfg.inapp_live)
 
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
         written = self._w.write(tasks)

@@ -126,14 +126,25 @@ def test_pipeline_delivers_each_channel_once_with_receipts(stack, flows, produce
     assert int(r.get(f"nf:badge:{user}")) == 1
 
 
-def test_pipeline_inapp_inbox_newest_first_and_badge_counts(stack, flows, producer):
+def test_pipeline_inapp_inbox_newest_first_badge_and_live(stack, flows, producer):
     user = uid("bob")
+    r = redis.Redis.from_url(stack.redis_url)
+    live = r.pubsub()
+    live.subscribe(f"nf:live:{user}")
+    assert live.get_message(timeout=5)["type"] == "subscribe"
     nids = [uid("n-in") for _ in range(3)]
     for n in nids:
         send(producer, user, n, channels=["inapp"])
     producer.flush(10)
     receipts_for(stack, nids, want=3)
-    r = redis.Redis.from_url(stack.redis_url)
+    got = []
+    deadline = time.time() + 10
+    while len(got) < 3 and time.time() < deadline:
+        m = live.get_message(timeout=1)
+        if m and m["type"] == "message":
+            got.append(orjson.loads(m["data"])["id"])
+    live.close()
+    assert got == nids
     assert [orjson.loads(e)["id"] for e in r.lrange(f"nf:inbox:{user}", 0, -1)] == nids[::-1]
     assert int(r.get(f"nf:badge:{user}")) == 3
 
