@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test test-unit lint bench stats sample clean
+.PHONY: run test test-unit lint bench stats sample replay-dlq clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ stats: $(STAMP)
 
 sample: $(STAMP)
 	$(PY) -m stack.sample
+
+replay-dlq: $(STAMP)
+	$(PY) -m stack.replay_dlq
 
 clean:
 	rm -rf var

@@ -1,4 +1,4 @@
-"""The one Bytewax adapter around engine-free logic: PartitionProcessor as batch state.
+"""The Bytewax adapters around engine-free logic: PartitionProcessor and RetryQueue as state.
 
 The clock is read here and passed in, so operators/ never calls ``now()``.
 """
@@ -6,11 +6,14 @@ The clock is read here and passed in, so operators/ never calls ``now()``.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from bytewax.operators import StatefulBatchLogic
 
 from notiflow.config import Settings
 from operators.partition import PartitionProcessor, Record, Routed
+from operators.retry_queue import RetryQueue
+from schemas.retry import RetryEnvelope
 
 Snap = tuple[int, tuple[bytes, dict[int, int]]]
 
@@ -48,3 +51,36 @@ class PartitionLogic(StatefulBatchLogic[tuple[int, list[Record]], Routed, Snap])
 def partition_logic(cfg: Settings, lane: str):
     """Builder for ``op.stateful_batch``."""
     return lambda resume: PartitionLogic(cfg, lane, resume)
+
+
+class RetryWaitLogic(StatefulBatchLogic[RetryEnvelope, list[RetryEnvelope], list[bytes]]):
+    """Holds retries until they are due, on Bytewax timers (state survives restarts)."""
+
+    def __init__(self, resume: list[bytes] | None) -> None:
+        self._q = RetryQueue.restore(resume) if resume else RetryQueue()
+
+    def _due(self) -> tuple[list[list[RetryEnvelope]], bool]:
+        due = self._q.due(int(time.time() * 1000))
+        return ([due] if due else []), StatefulBatchLogic.RETAIN
+
+    def on_batch(self, values: list[RetryEnvelope]) -> tuple[list[list[RetryEnvelope]], bool]:
+        for env in values:
+            self._q.add(env)
+        return self._due()
+
+    def on_notify(self) -> tuple[list[list[RetryEnvelope]], bool]:
+        return self._due()
+
+    def on_eof(self) -> tuple[list[list[RetryEnvelope]], bool]:
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        due = self._q.next_due_ms()
+        return None if due is None else datetime.fromtimestamp(due / 1000, tz=UTC)
+
+    def snapshot(self) -> list[bytes]:
+        return self._q.snapshot()
+
+
+def retry_wait_logic(resume: list[bytes] | None) -> RetryWaitLogic:
+    return RetryWaitLogic(resume)

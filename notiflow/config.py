@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     source_poll_s: float = 0.005
     receipts_batch_rows: int = 2000
 
+    # --- retries (notify.retry -> dataflows/retry.py -> notify.dlq) ---------------------
+    retry_base_s: float = 1.0  # first backoff step; full jitter
+    retry_cap_s: float = 600.0  # longest single wait
+    retry_deadline_s: float = 24 * 3600  # keep retrying this long, then DLQ
+
     # --- providers (the sandbox by default) --------------------------------------------
     apns_url: str = Field("http://127.0.0.1:8600", validation_alias=_env("APNS_URL"))
     apns_topic: str = Field("com.example.app", validation_alias=_env("APNS_TOPIC"))

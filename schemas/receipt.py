@@ -21,6 +21,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # provider said no for good (see reason)
     NO_TARGET = "no_target"  # channel wanted but no device / address / phone
     EXPIRED = "expired"  # expires_at passed before it could be sent
+    DEAD_LETTERED = "dead_lettered"  # retried until the deadline, then sent to notify.dlq
 
 
 class Receipt(msgspec.Struct, frozen=True, array_like=False, omit_defaults=False):

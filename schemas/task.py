@@ -31,6 +31,10 @@ class DeliveryTask(msgspec.Struct, frozen=True, array_like=True):
     attempt: int = 1
     locale: str = "en"
     v: int = 1
+    # one line per failed attempt ("attempt 2 at 1764050000000 apns: apns 503 ..."),
+    # carried through notify.retry so the DLQ shows every attempt's error
+    errors: tuple[str, ...] = ()
+    deadline_ms: int = 0  # set at the first retryable failure: retry until then (24 h)
 
 
 _encoder = msgspec.json.Encoder()

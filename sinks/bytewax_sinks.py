@@ -7,16 +7,21 @@ whole ``write_batch`` at once: a batch of items is a batch of batches of tasks.
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from notiflow.config import Settings
-from notiflow.topics import DEVICES, RECEIPTS, REJECTED, name, partition_for
+from notiflow.topics import DEVICES, DLQ, RECEIPTS, REJECTED, RETRY, name, partition_for
+from operators.backoff import BackoffPolicy
 from operators.partition import KIND_NAMES, Routed
+from schemas.retry import encode_envelope
 from schemas.task import DeliveryTask
 from sinks.channels import SENDERS, settle
 from sinks.kafka_out import flush, produce, produce_receipts, producer
+from sinks.markers import SentMarkers
+from sinks.results import SendResult
 
 log = logging.getLogger(__name__)
 
@@ -30,26 +35,48 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
         self._channel = channel
         self._cfg = cfg
         self._sender = SENDERS[channel](cfg)
+        # in-app writes its own marker inside its Redis script
+        self._markers = (None if channel == "inapp"
+                         else SentMarkers(cfg.redis_url, cfg.sent_marker_ttl_s))
         self._prod = producer(cfg.kafka_brokers)
-        self._receipts = name(RECEIPTS, cfg.topic_prefix)
-        self._devices = name(DEVICES, cfg.topic_prefix)
+        t = cfg.topic_prefix
+        self._receipts, self._devices = name(RECEIPTS, t), name(DEVICES, t)
+        self._retry, self._dlq = name(RETRY, t), name(DLQ, t)
+        self._policy = BackoffPolicy(base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s,
+                                     deadline_s=cfg.retry_deadline_s)
+        self._rng = random.Random()
 
     def write_batch(self, items: list[list[DeliveryTask]]) -> None:
         tasks = [t for batch in items for t in batch]
         if not tasks:
             return
         t0 = time.perf_counter()
-        results = self._sender.send(tasks)
-        receipts, retire = settle(results, _now_ms())
-        produce_receipts(self._prod, self._receipts, receipts, self._cfg.receipts_batch_rows)
-        for key, value, user in retire:
-            produce(self._prod, self._devices, key, value,
-                    partition_for(user, self._cfg.partitions))
+        done: list[DeliveryTask] = []
+        if self._markers is not None:
+            tasks, done = self._markers.unsent(tasks)
+        results = self._sender.send(tasks) if tasks else []
+        results += [SendResult(t, "duplicate", "already sent (sent-marker)") for t in done]
+        if self._markers is not None:
+            self._markers.mark([r.task for r in results if r.status == "sent"])
+        now = _now_ms()
+        s = settle(results, now, self._policy, self._rng)
+        produce_receipts(self._prod, self._receipts, s.receipts, self._cfg.receipts_batch_rows)
+        parts = self._cfg.partitions
+        for key, value, user in s.retire:
+            produce(self._prod, self._devices, key, value, partition_for(user, parts))
+        for env in s.retry:
+            produce(self._prod, self._retry, env.task.user_id.encode(), encode_envelope(env),
+                    partition_for(env.task.user_id, parts))
+        for env in s.dead:
+            produce(self._prod, self._dlq, env.task.user_id.encode(), encode_envelope(env))
         flush(self._prod)
-        log.debug("%s n=%d elapsed=%.4f", self._channel, len(tasks), time.perf_counter() - t0)
+        log.debug("%s n=%d retry=%d dead=%d elapsed=%.4f", self._channel, len(results),
+                  len(s.retry), len(s.dead), time.perf_counter() - t0)
 
     def close(self) -> None:
         self._sender.close()
+        if self._markers is not None:
+            self._markers.close()
         flush(self._prod)
 
 

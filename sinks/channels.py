@@ -7,12 +7,17 @@ into receipts and device deactivations: the part every channel shares.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from notiflow.config import Settings
+from operators.backoff import BackoffPolicy
+from operators.retry_plan import plan_retry
 from schemas.device import Device, device_key, encode_device
 from schemas.receipt import Outcome, Receipt
+from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
 from sinks.results import SendResult
 
@@ -95,27 +100,48 @@ _OUTCOME = {
     "failed": Outcome.FAILED,
     "invalid_target": Outcome.FAILED,
     "unsubscribed": Outcome.SUPPRESSED,
-    "retry": Outcome.FAILED,  # retries through notify.retry arrive with issue 3
 }
 
 
-def settle(results: list[SendResult], now_ms: int
-           ) -> tuple[list[Receipt], list[tuple[bytes, bytes, str]]]:
-    """Receipts for every result, and device records to publish (key, value, user_id)
-    for push tokens the provider says are gone, so every worker stops using them."""
-    receipts: list[Receipt] = []
-    retire: list[tuple[bytes, bytes, str]] = []
+@dataclass(slots=True)
+class Settled:
+    """What a batch of results turns into."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    # device records to publish as inactive: (key, value, user_id)
+    retire: list[tuple[bytes, bytes, str]] = field(default_factory=list)
+    retry: list[RetryEnvelope] = field(default_factory=list)  # -> notify.retry
+    dead: list[RetryEnvelope] = field(default_factory=list)  # -> notify.dlq
+
+
+def _receipt(t: DeliveryTask, outcome: Outcome, reason: str, now_ms: int) -> Receipt:
+    return Receipt(
+        notification_id=t.notification_id, user_id=t.user_id, type=t.type,
+        priority=t.priority, channel=t.channel, provider=t.provider, target=t.target_id,
+        outcome=outcome.value, reason=reason, created_ms=t.created_ms, event_ms=now_ms,
+        attempt=t.attempt)
+
+
+def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
+           rng: random.Random) -> Settled:
+    """Receipts for terminal outcomes; retries planned (or dead-lettered) for retryable
+    ones; push tokens the provider says are gone, to retire on notify.devices."""
+    out = Settled()
     for r in results:
         t = r.task
-        reason = r.reason if r.status != "retry" else f"retryable: {r.reason}"
-        receipts.append(Receipt(
-            notification_id=t.notification_id, user_id=t.user_id, type=t.type,
-            priority=t.priority, channel=t.channel, provider=t.provider,
-            target=t.target_id, outcome=_OUTCOME.get(r.status, Outcome.FAILED).value,
-            reason=reason, created_ms=t.created_ms, event_ms=now_ms, attempt=t.attempt,
-        ))
+        if r.status == "retry":
+            env = plan_retry(t, t.provider, r.reason, r.retry_after, now_ms, policy, rng)
+            if env.dead_reason:
+                out.dead.append(env)
+                outcome = (Outcome.EXPIRED if env.dead_reason.startswith("expired")
+                           else Outcome.DEAD_LETTERED)
+                out.receipts.append(_receipt(t, outcome, f"{env.dead_reason}: {r.reason}", now_ms))
+            else:
+                out.retry.append(env)
+            continue
+        out.receipts.append(_receipt(t, _OUTCOME.get(r.status, Outcome.FAILED), r.reason, now_ms))
         if r.status == "invalid_target" and t.channel == "push":
             d = Device(user_id=t.user_id, token_id=t.target_id, platform=t.provider,
                        token=t.address, active=False)
-            retire.append((device_key(d), encode_device(d), t.user_id))
-    return receipts, retire
+            out.retire.append((device_key(d), encode_device(d), t.user_id))
+    return out

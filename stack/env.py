@@ -86,6 +86,8 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
                                   recovery_dir=workdir / "recovery" / "main", log_dir=logs)
             started += start_flow("critical", stack.env(),
                                   recovery_dir=workdir / "recovery" / "critical", log_dir=logs)
+            started += start_flow("retry", stack.env(),
+                                  recovery_dir=workdir / "recovery" / "retry", log_dir=logs)
         return stack
     except BaseException:
         for s in reversed(started):

@@ -166,7 +166,8 @@ def start_loader(env: dict[str, str], log_dir: Path | None = None) -> Service:
 def start_flow(lane: str, env: dict[str, str], *, processes: int = 1, workers: int = 1,
                recovery_dir: Path, snapshot_s: int = 10, log_dir: Path | None = None
                ) -> list[Service]:
-    """One lane ("main" | "critical") as ``processes`` Bytewax processes with recovery on.
+    """One flow ("main" | "critical" | "retry") as ``processes`` Bytewax processes with
+    recovery on.
 
     Recovery partitions are created once (``python -m bytewax.recovery DIR N``); the same
     directory on the next start resumes from the last snapshot.

@@ -27,9 +27,12 @@ def flows(stack, tmp_path_factory):
     from stack.services import start_flow
 
     started = []
+    # fast retries so the retry and DLQ paths finish inside a test
+    env = {**stack.env(), "NOTIFLOW_RETRY_BASE_S": "0.2", "NOTIFLOW_RETRY_CAP_S": "1",
+           "NOTIFLOW_RETRY_DEADLINE_S": "4"}
     try:
-        for lane in ("main", "critical"):
-            started += start_flow(lane, stack.env(), processes=1, workers=1,
+        for lane in ("main", "critical", "retry"):
+            started += start_flow(lane, env, processes=1, workers=1,
                                   recovery_dir=tmp_path_factory.mktemp(f"rec-{lane}"))
         yield started
     finally:
@@ -255,20 +258,55 @@ def test_pipeline_invalid_token_fails_and_deactivates_device(stack, flows, produ
     assert [(r[3], r[4]) for r in rows] == [("new", "sent")]
 
 
-def test_pipeline_provider_errors_become_failed_receipts(stack, flows, producer, sandbox):
-    bad_phone, down = uid("gus"), uid("hal")
-    put_user(producer, bad_phone, phone="+15005550001")  # Twilio's magic invalid number
-    put_user(producer, down, devices=[("iphone", "apns", "a3" * 32)])
-    n_sms, n_push = uid("n-badnum"), uid("n-down")
-    sandbox.faults("apns", status=503, rate=1.0, count=1)
+def test_pipeline_permanent_provider_error_is_a_failed_receipt(stack, flows, producer, sandbox):
+    user = uid("gus")
+    put_user(producer, user, phone="+15005550001")  # Twilio's magic invalid number
+    nid = uid("n-badnum")
+    send(producer, user, nid, channels=["sms"])
+    producer.flush(10)
+    rows = receipts_for(stack, [nid], want=1)
+    assert rows[0][4] == "failed" and "21211" in rows[0][5]
+    assert accepted(sandbox, "twilio", nid) == []
+
+
+def test_pipeline_retries_only_the_failed_sends_then_delivers(stack, flows, producer, sandbox):
+    users = [uid("hal") for _ in range(6)]
+    for i, u in enumerate(users):
+        put_user(producer, u, devices=[("iphone", "apns", f"{i:02d}" * 32)])
+    nids = [uid("n-flaky") for _ in users]
+    sandbox.faults("apns", status=503, rate=1.0, count=2, retry_after=0)
     try:
-        send(producer, bad_phone, n_sms, channels=["sms"])
-        send(producer, down, n_push, channels=["push"])
+        for u, n in zip(users, nids, strict=True):
+            send(producer, u, n, channels=["push"])
         producer.flush(10)
-        rows = receipts_for(stack, [n_sms, n_push], want=2)
+        rows = receipts_for(stack, nids, want=len(nids), timeout=60)
     finally:
         sandbox.clear_faults()
-    got = {r[0]: (r[4], r[5]) for r in rows}
-    assert got[n_sms][0] == "failed" and "21211" in got[n_sms][1]
-    assert got[n_push][0] == "failed" and got[n_push][1].startswith("retryable: apns 503")
-    assert accepted(sandbox, "twilio", n_sms) == [] and accepted(sandbox, "apns", n_push) == []
+    assert {r[4] for r in rows} == {"sent"}
+    for n in nids:  # each accepted exactly once, also the ones that failed first
+        assert len(accepted(sandbox, "apns", n)) == 1
+    attempts = query(stack, "SELECT max(attempt) FROM notiflow.receipts WHERE notification_id IN ("
+                     + ",".join(f"'{n}'" for n in nids) + ")")
+    assert attempts[0][0] >= 2  # some were retried
+    assert sandbox.stats()["apns"]["by_status"].get("503", 0) >= 2
+
+
+def test_pipeline_dead_letters_after_deadline_and_replays(stack, flows, producer, sandbox):
+    from stack.replay_dlq import replay
+
+    user = uid("ida")
+    put_user(producer, user, devices=[("pixel", "fcm", "f9" * 40)])
+    nid = uid("n-dead")
+    sandbox.faults("fcm", status=503, rate=1.0)
+    try:
+        send(producer, user, nid, channels=["push"])
+        producer.flush(10)
+        rows = receipts_for(stack, [nid], want=1, timeout=60)  # deadline: 4 s in this module
+    finally:
+        sandbox.clear_faults()
+    assert rows[0][4] == "dead_lettered" and "fcm 503" in rows[0][5]
+    assert replay(stack.brokers) >= 1
+    rows = receipts_for(stack, [nid], want=2, timeout=60)
+    assert sorted(r[4] for r in rows) == ["dead_lettered", "sent"]
+    assert len(accepted(sandbox, "fcm", nid)) == 1
+    assert replay(stack.brokers) == 0  # already replayed letters stay replayed

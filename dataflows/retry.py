@@ -1,0 +1,38 @@
+"""Retries: notify.retry -> wait (timers) -> the same channel sinks -> receipts / retry / DLQ.
+
+Its own process, so waiting and re-sending never slows either lane.  The stock Bytewax
+Kafka input is right here (no cross-topic ordering to keep).
+
+    python -m bytewax.run dataflows.retry:flow
+"""
+
+from __future__ import annotations
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import operators as kop
+from bytewax.dataflow import Dataflow
+
+from dataflows.adapters import retry_wait_logic
+from notiflow.config import Settings, get_settings
+from notiflow.topics import RETRY, name
+from operators.retry_gate import channel_batch, envelope_or_none, partition_key
+from sinks.bytewax_sinks import DeliverySink
+
+CHANNELS = ("push", "email", "sms", "inapp")
+
+
+def build_flow(cfg: Settings | None = None) -> Dataflow:
+    cfg = cfg or get_settings()
+    flow = Dataflow("notiflow-retry")
+    kin = kop.input("in", flow, brokers=cfg.kafka_brokers.split(","),
+                    topics=[name(RETRY, cfg.topic_prefix)], tail=True, batch_size=1000)
+    envs = op.filter_map("decode", kin.oks, envelope_or_none)  # RetryEnvelope
+    keyed = op.key_on("by-user-partition", envs, partition_key)  # ("r0003", RetryEnvelope)
+    due = op.stateful_batch("wait", keyed, retry_wait_logic)  # (key, [RetryEnvelope])
+    for ch in CHANNELS:
+        tasks = op.filter_map(f"{ch}-due", due, channel_batch(ch))  # [DeliveryTask]
+        op.output(f"{ch}-out", tasks, DeliverySink(ch, cfg))
+    return flow
+
+
+flow = build_flow()

@@ -1,0 +1,33 @@
+"""What to do with a send that may work later: when to try again, or give up to the DLQ.
+
+Retries use the injected backoff policy (exponential, full jitter, Retry-After as a
+floor) until the task's deadline (24 h after its first retryable failure, configurable)
+or its own ``expires_ms``, whichever comes first; then the task is dead-lettered with
+every attempt's error.
+"""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+
+from operators.backoff import BackoffPolicy
+from schemas.retry import RetryEnvelope
+from schemas.task import DeliveryTask
+
+
+def plan_retry(task: DeliveryTask, provider: str, reason: str, retry_after: float | None,
+               now_ms: int, policy: BackoffPolicy, rng: random.Random) -> RetryEnvelope:
+    """The envelope for notify.retry, or (``dead_reason`` set) for notify.dlq."""
+    errors = (*task.errors, f"attempt {task.attempt} at {now_ms} {provider}: {reason}")
+    deadline = task.deadline_ms or now_ms + int(policy.deadline_s * 1000)
+    due = now_ms + int(policy.delay_s(task.attempt, rng, retry_after) * 1000)
+    nxt = msgspec.structs.replace(task, attempt=task.attempt + 1, errors=errors,
+                                  deadline_ms=deadline)
+    dead = ""
+    if task.expires_ms and due >= task.expires_ms:
+        dead = "expired before the next retry"
+    elif due > deadline:
+        dead = f"still failing after {policy.deadline_s / 3600:g} h of retries"
+    return RetryEnvelope(task=nxt, due_ms=due, deadline_ms=deadline, dead_reason=dead)

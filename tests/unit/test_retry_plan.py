@@ -1,0 +1,58 @@
+"""Retry planning and the timer queue, with a fixed clock and a seeded RNG."""
+
+import random
+
+import msgspec
+
+from operators.backoff import BackoffPolicy
+from operators.retry_plan import plan_retry
+from operators.retry_queue import RetryQueue
+from schemas.retry import RetryEnvelope
+from schemas.task import DeliveryTask
+
+T = DeliveryTask("n1", "u1", "social.like", "high", "push", "apns", "phone", "tok", "t", "b",
+                 None, None, None, created_ms=1_000)
+POLICY = BackoffPolicy(base_s=1.0, cap_s=60.0, deadline_s=3600.0)
+
+
+def test_retry_plan_first_failure_sets_deadline_and_records_error():
+    env = plan_retry(T, "apns", "apns 503", None, 10_000, POLICY, random.Random(1))
+    assert env.dead_reason == ""
+    assert env.task.attempt == 2 and env.deadline_ms == 10_000 + 3_600_000
+    assert env.task.errors == ("attempt 1 at 10000 apns: apns 503",)
+    assert 10_000 <= env.due_ms <= 11_000  # full jitter within base * 2**0
+
+
+def test_retry_plan_honours_retry_after_as_floor():
+    env = plan_retry(T, "apns", "429", 30.0, 0, POLICY, random.Random(1))
+    assert env.due_ms >= 30_000
+
+
+def test_retry_plan_dead_letters_after_deadline_with_every_error():
+    t, now = T, 0
+    env = None
+    for _ in range(200):
+        env = plan_retry(t, "apns", "apns 503", None, now, POLICY, random.Random(2))
+        if env.dead_reason:
+            break
+        t, now = env.task, env.due_ms
+    assert env is not None and env.dead_reason.startswith("still failing after 1 h")
+    assert len(env.task.errors) == env.task.attempt - 1 > 5
+
+
+def test_retry_plan_expiring_notification_goes_to_dlq_as_expired():
+    t = msgspec.structs.replace(T, expires_ms=10_500)
+    env = plan_retry(t, "apns", "apns 503", 5.0, 10_000, POLICY, random.Random(1))
+    assert env.dead_reason == "expired before the next retry"
+
+
+def test_retry_queue_releases_in_due_order_and_survives_snapshot():
+    q = RetryQueue()
+    for due in (300, 100, 200):
+        q.add(RetryEnvelope(task=msgspec.structs.replace(T, notification_id=f"n{due}"),
+                            due_ms=due, deadline_ms=10_000))
+    assert q.next_due_ms() == 100
+    assert [e.task.notification_id for e in q.due(150)] == ["n100"]
+    q2 = RetryQueue.restore(q.snapshot())
+    assert [e.task.notification_id for e in q2.due(1_000)] == ["n200", "n300"]
+    assert q2.next_due_ms() is None
