@@ -14,6 +14,21 @@ from schemas.task import DeliveryTask
 # Channels omitted by the producer: the cheap ones.  Email and SMS cost money or attention,
 # so a producer names them.
 DEFAULT_CHANNELS: tuple[str, ...] = ("push", "inapp")
+# A critical notification whose channel fails or has no target goes on down its chain.
+# Per type; "*" for every other critical type.
+DEFAULT_ESCALATION: dict[str, tuple[str, ...]] = {"*": ("push", "sms")}
+
+
+def escalation_channel(type_: str, priority: str, failed: str,
+                       chains: dict[str, tuple[str, ...]] = DEFAULT_ESCALATION) -> str | None:
+    """The channel to try after ``failed`` for a critical notification; None otherwise."""
+    if priority != "critical":
+        return None
+    chain = chains.get(type_) or chains.get("*") or ()
+    if failed not in chain:
+        return None
+    i = chain.index(failed)
+    return chain[i + 1] if i + 1 < len(chain) else None
 PROVIDER = {"email": "sendgrid", "sms": "twilio", "inapp": "redis"}
 
 
@@ -88,6 +103,12 @@ def route(
             continue
         if ch == "push":
             if not row.devices:
+                nxt = escalation_channel(req.type, req.priority, "push")
+                if nxt == "sms" and "sms" not in channels and row.phone and row.channel_on("sms"):
+                    receipts.append(receipt(req, user, ch, Outcome.NO_TARGET,
+                                            "no active device; escalated to sms", now_ms))
+                    tasks.append(_task(req, user, "sms", "twilio", "phone", row.phone, row))
+                    continue
                 receipts.append(receipt(req, user, ch, Outcome.NO_TARGET, "no active device", now_ms))
             for token_id, platform, token in row.devices:
                 tasks.append(_task(req, user, ch, platform, token_id, token, row))

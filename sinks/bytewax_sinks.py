@@ -13,7 +13,7 @@ import time
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from notiflow.config import Settings
-from notiflow.topics import DEVICES, DLQ, RECEIPTS, REJECTED, RETRY, name, partition_for
+from notiflow.topics import CRITICAL, DEVICES, DLQ, RECEIPTS, REJECTED, RETRY, name, partition_for
 from operators.backoff import BackoffPolicy
 from operators.partition import KIND_NAMES, Routed
 from schemas.retry import encode_envelope
@@ -42,6 +42,7 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
         t = cfg.topic_prefix
         self._receipts, self._devices = name(RECEIPTS, t), name(DEVICES, t)
         self._retry, self._dlq = name(RETRY, t), name(DLQ, t)
+        self._critical = name(CRITICAL, t)
         self._policy = BackoffPolicy(base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s,
                                      deadline_s=cfg.retry_deadline_s)
         self._rng = random.Random()
@@ -69,6 +70,8 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
                     partition_for(env.task.user_id, parts))
         for env in s.dead:
             produce(self._prod, self._dlq, env.task.user_id.encode(), encode_envelope(env))
+        for user, req in s.escalate:
+            produce(self._prod, self._critical, user.encode(), req, partition_for(user, parts))
         flush(self._prod)
         log.debug("%s n=%d retry=%d dead=%d elapsed=%.4f", self._channel, len(results),
                   len(s.retry), len(s.dead), time.perf_counter() - t0)

@@ -12,11 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from notiflow.config import Settings
 from operators.backoff import BackoffPolicy
 from operators.retry_plan import plan_retry
+from operators.routing import escalation_channel
 from schemas.device import Device, device_key, encode_device
 from schemas.receipt import Outcome, Receipt
+from schemas.request import NotificationRequest, encode_request
 from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
 from sinks.results import SendResult
@@ -34,7 +38,10 @@ class InappSender:
         self._w = InappWriter(cfg.redis_url, cfg.inbox_max, cfg.sent_marker_ttl_s, cfg.inapp_live)
 
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
-        written = self._w.write(tasks)
+        try:
+            written = self._w.write(tasks)
+        except RedisError as e:  # Redis is the in-app provider: retry later, lose nothing
+            return [SendResult(task=t, status="retry", reason=f"redis: {e}") for t in tasks]
         return [
             SendResult(task=t, status="sent" if ok else "duplicate",
                        reason="" if ok else "already in the inbox (sent-marker)")
@@ -65,6 +72,12 @@ class PushSender:
         if f:
             out += fcm.send(self._transport, f, self._cfg)
         return out
+
+
+def _escalate(out: Settled, t: DeliveryTask) -> None:
+    nxt = escalation_channel(t.type, t.priority, t.channel)
+    if nxt is not None:
+        out.escalate.append((t.user_id, escalation_request(t, nxt)))
 
     def close(self) -> None:
         self._transport.close()
@@ -112,6 +125,17 @@ class Settled:
     retire: list[tuple[bytes, bytes, str]] = field(default_factory=list)
     retry: list[RetryEnvelope] = field(default_factory=list)  # -> notify.retry
     dead: list[RetryEnvelope] = field(default_factory=list)  # -> notify.dlq
+    # critical notifications to try on their next channel: (user, request) -> notify.critical
+    escalate: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def escalation_request(t: DeliveryTask, channel: str) -> bytes:
+    """The same notification as a new critical request for ``channel``; its id names the
+    escalation, so several failed devices escalate once (dedup)."""
+    return encode_request(NotificationRequest(
+        id=f"{t.notification_id}~{channel}", type=t.type, recipients=[t.user_id],
+        created_at=t.created_ms, priority="critical", channels=[channel], title=t.title,
+        body=t.body, template=t.template, data=t.data, expires_at=t.expires_ms or None))
 
 
 def _receipt(t: DeliveryTask, outcome: Outcome, reason: str, now_ms: int) -> Receipt:
@@ -133,6 +157,7 @@ def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
             env = plan_retry(t, t.provider, r.reason, r.retry_after, now_ms, policy, rng)
             if env.dead_reason:
                 out.dead.append(env)
+                _escalate(out, t)
                 outcome = (Outcome.EXPIRED if env.dead_reason.startswith("expired")
                            else Outcome.DEAD_LETTERED)
                 out.receipts.append(_receipt(t, outcome, f"{env.dead_reason}: {r.reason}", now_ms))
@@ -140,8 +165,16 @@ def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
                 out.retry.append(env)
             continue
         out.receipts.append(_receipt(t, _OUTCOME.get(r.status, Outcome.FAILED), r.reason, now_ms))
+        if r.status in ("failed", "invalid_target"):
+            _escalate(out, t)
         if r.status == "invalid_target" and t.channel == "push":
             d = Device(user_id=t.user_id, token_id=t.target_id, platform=t.provider,
                        token=t.address, active=False)
             out.retire.append((device_key(d), encode_device(d), t.user_id))
     return out
+
+
+def _escalate(out: Settled, t: DeliveryTask) -> None:
+    nxt = escalation_channel(t.type, t.priority, t.channel)
+    if nxt is not None:
+        out.escalate.append((t.user_id, escalation_request(t, nxt)))

@@ -310,3 +310,22 @@ def test_pipeline_dead_letters_after_deadline_and_replays(stack, flows, producer
     assert sorted(r[4] for r in rows) == ["dead_lettered", "sent"]
     assert len(accepted(sandbox, "fcm", nid)) == 1
     assert replay(stack.brokers) == 0  # already replayed letters stay replayed
+
+
+def test_pipeline_critical_push_failure_escalates_to_sms(stack, flows, producer, sandbox):
+    with_phone, no_device = uid("jo"), uid("kim")
+    put_user(producer, with_phone, phone="+15551230003",
+             devices=[("old", "apns", "bad" + "0" * 61)])  # APNs says BadDeviceToken
+    put_user(producer, no_device, phone="+15551230004")
+    a, b = uid("n-esc"), uid("n-esc")
+    send(producer, with_phone, a, topic="notify.critical", priority="critical",
+         type="ride.arriving", channels=["push"])
+    send(producer, no_device, b, topic="notify.critical", priority="critical",
+         type="auth.code", channels=["push"])
+    producer.flush(10)
+    rows = receipts_for(stack, [a, b, f"{a}~sms"], want=4)
+    got = sorted((r[0], r[1], r[4]) for r in rows)
+    assert got == sorted([(a, "push", "failed"), (f"{a}~sms", "sms", "sent"),
+                          (b, "push", "no_target"), (b, "sms", "sent")])
+    assert [m["target"] for m in accepted(sandbox, "twilio", f"{a}~sms")] == ["+15551230003"]
+    assert [m["target"] for m in accepted(sandbox, "twilio", b)] == ["+15551230004"]

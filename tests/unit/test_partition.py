@@ -184,3 +184,15 @@ def test_dedup_allows_again_after_ttl_and_sweeps():
     assert d.seen("a", 1000) is False
     d.seen("b", 1500)
     assert d.sweep(2001) == 1 and len(d) == 1
+
+
+def test_partition_critical_push_without_device_escalates_to_sms(proc):
+    u = user_in(0)
+    out = proc.process([
+        (SETTINGS, None, settings(u, phone="+15551234567"), 0),
+        (REQUEST, None, req(u, id="c1", priority="critical", channels=["push"]), 0),
+        (REQUEST, None, req(u, id="n1", channels=["push"]), 1),
+    ], NOW)
+    assert [(t.notification_id, t.address) for t in out.sms] == [("c1", "+15551234567")]
+    assert [(r.notification_id, r.reason) for r in out.receipts] == [
+        ("c1", "no active device; escalated to sms"), ("n1", "no active device")]
