@@ -1,9 +1,14 @@
-"""The four provider APIs.  Each handler takes (path, headers, body) and returns
-(status, headers, body), answering with that provider's documented success and error shapes.
+"""The four provider APIs, answering with each provider's documented success and error shapes
+(../shared/PROVIDERS.md) so that real client libraries and our sinks run against them unchanged.
+
+Each handler takes (state, path, headers, body) and returns (status, headers, body). APNs is
+on the hot path of the push benchmark: it does the provider's checks with plain header
+lookups and one orjson parse, and records one tuple.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import uuid
@@ -14,122 +19,204 @@ import orjson
 
 from sandbox.state import Fault, State
 
-Resp = tuple[int, list[tuple[str, str]], bytes]
-JSON = [("content-type", "application/json")]
-_ids = count(1)
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-APNS_PUSH_TYPES = {"alert", "background", "voip", "complication", "fileprovider", "mdm",
-                   "location", "liveactivity", "pushtotalk"}
+Headers = list[tuple[str, str]]
+Resp = tuple[int, Headers, bytes]
+JSON: Headers = [("content-type", "application/json")]
+_ids = count(1_500_000_000_000_000)
 
 
-def _json(status: int, obj: object, headers: list[tuple[str, str]] | None = None) -> Resp:
-    return status, JSON + (headers or []), orjson.dumps(obj)
+def json_resp(status: int, obj: object, headers: Headers | None = None) -> Resp:
+    return status, JSON + headers if headers else JSON, orjson.dumps(obj)
 
 
-def _retry_after(f: Fault) -> list[tuple[str, str]]:
-    return [("retry-after", str(int(f.retry_after)))] if f.retry_after is not None else []
+def _retry_after(f: Fault) -> Headers:
+    return [("retry-after", str(round(f.retry_after)))] if f.retry_after is not None else []
 
 
-# --- APNs: POST /3/device/{token} -------------------------------------------------------
-_APNS_FAULT_REASON = {429: "TooManyRequests", 500: "InternalServerError",
-                      503: "ServiceUnavailable", 403: "ExpiredProviderToken"}
+# --- APNs: POST /3/device/{token} ----------------------------------------------------------
+APNS_PUSH_TYPES = frozenset({"alert", "background", "voip", "complication", "fileprovider",
+                             "mdm", "location", "liveactivity", "pushtotalk", "widgets",
+                             "controls"})
+_APNS_PRIORITIES = (None, "1", "5", "10")  # Apple documents 10, 5 and 1
+_APNS_FAULT_REASON = {400: "BadRequest", 403: "ExpiredProviderToken", 404: "BadPath",
+                      410: "Unregistered", 413: "PayloadTooLarge", 429: "TooManyRequests",
+                      500: "InternalServerError", 503: "ServiceUnavailable"}
+
+
+def _apns_err(apns_id: str, status: int, reason: str, extra: Headers | None = None,
+              ts: bool = False) -> Resp:
+    body = {"reason": reason, "timestamp": time.time_ns() // 1_000_000} if ts else {"reason": reason}
+    hdrs = [("content-type", "application/json"), ("apns-id", apns_id)]
+    return status, hdrs + extra if extra else hdrs, orjson.dumps(body)
 
 
 def apns(st: State, path: str, h, body: bytes) -> Resp:
-    token = path[len("/3/device/"):]
-
-    def err(status: int, reason: str, extra: dict | None = None) -> Resp:
-        return _json(status, {"reason": reason, **(extra or {})},
-                     [("apns-id", h.get("apns-id") or str(uuid.uuid4()))])
-
-    auth = h.get("authorization") or ""
-    if not auth.lower().startswith("bearer ") or len(auth) < 8:
-        return err(403, "MissingProviderToken")
+    token = path[10:]  # len("/3/device/")
+    apns_id = h.get("apns-id") or str(uuid.uuid4())
+    auth = h.get("authorization")
+    if not auth:
+        return _apns_err(apns_id, 403, "MissingProviderToken")
+    if auth[:7].lower() != "bearer " or len(auth) < 8:
+        return _apns_err(apns_id, 403, "InvalidProviderToken")
     f = st.faults.get("apns")
     if f is not None and f.fires():
-        s, hdr, b = err(f.status, f.reason or _APNS_FAULT_REASON.get(f.status, "InternalServerError"))
-        return s, hdr + _retry_after(f), b
+        reason = f.reason or _APNS_FAULT_REASON.get(f.status, "InternalServerError")
+        return _apns_err(apns_id, f.status, reason, _retry_after(f), f.status == 410)
     if not h.get("apns-topic"):
-        return err(400, "MissingTopic")
+        return _apns_err(apns_id, 400, "MissingTopic")
     if h.get("apns-push-type") not in APNS_PUSH_TYPES:
-        return err(400, "InvalidPushType")
+        return _apns_err(apns_id, 400, "InvalidPushType")
     prio = h.get("apns-priority")
-    if prio not in (None, "1", "5", "10"):
-        return err(400, "BadPriority")
+    if prio not in _APNS_PRIORITIES:
+        return _apns_err(apns_id, 400, "BadPriority")
     collapse = h.get("apns-collapse-id")
     if collapse is not None and len(collapse.encode()) > 64:
-        return err(400, "BadCollapseId")
+        return _apns_err(apns_id, 400, "BadCollapseId")
+    exp = h.get("apns-expiration")
+    if exp is not None and not exp.isdigit():
+        return _apns_err(apns_id, 400, "BadExpirationDate")
     if len(body) > 4096:
-        return err(413, "PayloadTooLarge")
-    if not token or token.startswith("bad"):
-        return err(400, "BadDeviceToken")
-    if token.startswith("gone"):
-        return err(410, "Unregistered", {"timestamp": int(time.time() * 1000)})
+        return _apns_err(apns_id, 413, "PayloadTooLarge")
+    if not token or token[:3] == "bad":
+        return _apns_err(apns_id, 400, "BadDeviceToken")
+    if token[:4] == "gone":
+        return _apns_err(apns_id, 410, "Unregistered", ts=True)
     try:
         payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return err(400, "PayloadEmpty")
-    if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
-        return err(400, "PayloadEmpty")
-    alert = payload["aps"].get("alert")
-    title, text = (alert.get("title"), alert.get("body")) if isinstance(alert, dict) else (None, alert)
-    st.accept("apns", token, str(payload.get("nid", "")), title, text, collapse, prio)
-    return 200, [("apns-id", h.get("apns-id") or str(uuid.uuid4()))], b""
+        aps = payload["aps"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return _apns_err(apns_id, 400, "PayloadEmpty")
+    if type(aps) is not dict:
+        return _apns_err(apns_id, 400, "PayloadEmpty")
+    alert = aps.get("alert")
+    if type(alert) is dict:
+        title, text = alert.get("title"), alert.get("body")
+    else:
+        title, text = None, alert
+    nid = payload.get("nid")
+    st.accept("apns", token, None if nid is None else str(nid), title, text, collapse, prio)
+    return 200, [("apns-id", apns_id)], b""
 
 
-# --- FCM HTTP v1: POST /v1/projects/{project}/messages:send -----------------------------
+# --- FCM HTTP v1: POST /v1/projects/{project}/messages:send ------------------------------
 _FCM_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 _FCM_CODE = {400: "INVALID_ARGUMENT", 401: "THIRD_PARTY_AUTH_ERROR", 403: "SENDER_ID_MISMATCH",
              404: "UNREGISTERED", 429: "QUOTA_EXCEEDED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+_FCM_MESSAGE = {429: "Quota exceeded for quota metric 'Requests' of service "
+                     "'fcm.googleapis.com'.",
+                500: "Internal error encountered.", 503: "The service is currently unavailable."}
 
 
 def _fcm_err(status: int, message: str, code: str | None = None,
-             headers: list[tuple[str, str]] | None = None) -> Resp:
+             headers: Headers | None = None) -> Resp:
     details = [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
                 "errorCode": code or _FCM_CODE.get(status, "INTERNAL")}]
-    return _json(status, {"error": {"code": status, "message": message,
-                                    "status": _FCM_STATUS.get(status, "INTERNAL"),
-                                    "details": details}}, headers)
+    return json_resp(status, {"error": {"code": status, "message": message,
+                                        "status": _FCM_STATUS.get(status, "INTERNAL"),
+                                        "details": details}}, headers)
 
 
 def fcm(st: State, path: str, h, body: bytes) -> Resp:
-    project = path[len("/v1/projects/"):].split("/", 1)[0]
+    project, _, rest = path[13:].partition("/")  # len("/v1/projects/")
+    if rest != "messages:send" or not project:
+        return json_resp(404, {"error": {"code": 404, "message": "Requested entity was not "
+                                         "found.", "status": "NOT_FOUND"}})
     auth = h.get("authorization") or ""
-    if not auth.lower().startswith("bearer "):
-        return _json(401, {"error": {"code": 401, "message": "Request is missing required "
-                                     "authentication credential.", "status": "UNAUTHENTICATED"}})
+    if auth[:7].lower() != "bearer " or len(auth) < 8:
+        return json_resp(401, {"error": {
+            "code": 401, "status": "UNAUTHENTICATED",
+            "message": "Request is missing required authentication credential. Expected OAuth "
+                       "2 access token, login cookie or other valid authentication credential."}})
     f = st.faults.get("fcm")
     if f is not None and f.fires():
-        return _fcm_err(f.status, f.reason or "injected failure", None, _retry_after(f))
-    if len(body) > 4096:
-        return _fcm_err(400, "Message is too big", "INVALID_ARGUMENT")
+        msg = f.reason or _FCM_MESSAGE.get(f.status, "Injected failure.")
+        return _fcm_err(f.status, msg, None, _retry_after(f))
+    if len(body) > 4096 + 1024:  # 4 KB of message payload plus the JSON envelope
+        return _fcm_err(400, "Request contains an invalid argument.", "INVALID_ARGUMENT")
     try:
         msg = orjson.loads(body)["message"]
-        token = msg["token"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return _fcm_err(400, "Invalid JSON payload received. 'message.token' is required.")
-    if not isinstance(token, str) or not token or token.startswith("bad"):
-        return _fcm_err(400, "The registration token is not a valid FCM registration token")
-    if token.startswith("gone"):
-        return _fcm_err(404, "Requested entity was not found.", "UNREGISTERED")
+        targets = [k for k in ("token", "topic", "condition") if msg.get(k)]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return _fcm_err(400, "Invalid JSON payload received.")
+    if len(targets) != 1:
+        return _fcm_err(400, "Exactly one of token, topic or condition must be specified.")
     data = msg.get("data") or {}
-    note = msg.get("notification") or {}
+    if type(data) is not dict or not all(type(v) is str for v in data.values()):
+        return _fcm_err(400, "Invalid value at 'message.data': values must be strings.")
     android = msg.get("android") or {}
-    st.accept("fcm", token, str(data.get("nid", "")), note.get("title"), note.get("body"),
-              android.get("collapse_key"), android.get("priority"))
-    return _json(200, {"name": f"projects/{project}/messages/{next(_ids)}"})
+    note = msg.get("notification") or {}
+    if type(android) is not dict or type(note) is not dict:
+        return _fcm_err(400, "Invalid JSON payload received.")
+    prio = android.get("priority")
+    if prio is not None and str(prio).upper() not in ("NORMAL", "HIGH"):
+        return _fcm_err(400, f"Invalid value at 'message.android.priority' ({prio}).")
+    token = msg.get("token")
+    if token is not None:
+        if type(token) is not str or token[:3] == "bad":
+            return _fcm_err(400, "The registration token is not a valid FCM registration token",
+                            "INVALID_ARGUMENT")
+        if token[:4] == "gone":
+            return _fcm_err(404, "Requested entity was not found.", "UNREGISTERED")
+        target = token
+    else:
+        target = str(msg[targets[0]])
+    st.accept("fcm", target, data.get("nid"), note.get("title"), note.get("body"),
+              android.get("collapse_key"), prio)
+    return json_resp(200, {"name": f"projects/{project}/messages/0:{next(_ids)}%sandbox"})
 
 
-# --- SendGrid v3: POST /v3/mail/send -----------------------------------------------------
+# --- SendGrid v3: POST /v3/mail/send --------------------------------------------------------
 def _sg_err(status: int, message: str, field: str | None = None,
-            headers: list[tuple[str, str]] | None = None) -> Resp:
-    return _json(status, {"errors": [{"field": field, "message": message, "help": None}]}, headers)
+            headers: Headers | None = None) -> Resp:
+    return json_resp(status, {"errors": [{"message": message, "field": field, "help": None}]},
+                     headers)
+
+
+def _sg_validate(mail: object) -> Resp | None:
+    if type(mail) is not dict:
+        return _sg_err(400, "Bad Request", None)
+    pers = mail.get("personalizations")
+    if type(pers) is not list or not pers:
+        return _sg_err(400, "The personalizations field is required and must have at least "
+                       "one personalization.", "personalizations")
+    if len(pers) > 1000:
+        return _sg_err(400, "The personalizations field is limited to 1000 personalizations "
+                       "per request.", "personalizations")
+    if not isinstance(mail.get("from"), dict) or not mail["from"].get("email"):
+        return _sg_err(400, "The from object must be provided for every email send. It is an "
+                       "object that requires an email parameter, but may also contain a name "
+                       "parameter.", "from")
+    has_template = bool(mail.get("template_id"))
+    if not has_template and not mail.get("content"):
+        return _sg_err(400, "Unless a valid template_id is provided, the content parameter is "
+                       "required. There must be at least one defined content block.", "content")
+    recipients = 0
+    for i, p in enumerate(pers):
+        tos = p.get("to") if type(p) is dict else None
+        if (type(tos) is not list or not tos
+                or not all(type(t) is dict and "@" in str(t.get("email", "")) for t in tos)):
+            return _sg_err(400, "The to array is required for all personalization objects, and "
+                           "must have at least one email object with a valid email address.",
+                           f"personalizations.{i}.to")
+        recipients += len(tos) + len(p.get("cc") or ()) + len(p.get("bcc") or ())
+        if not has_template and not (p.get("subject") or mail.get("subject")):
+            return _sg_err(400, "The subject is required. You can get around this requirement "
+                           "if you use a template with a subject defined or if every single "
+                           "personalization has a subject defined.", "subject")
+    if recipients > 1000:
+        return _sg_err(400, "The total number of recipients in to, cc and bcc must be less than "
+                       "or equal to 1000.", "personalizations")
+    return None
 
 
 def sendgrid(st: State, path: str, h, body: bytes) -> Resp:
-    auth = h.get("authorization") or ""
-    if not auth.lower().startswith("bearer ") or len(auth) < 10:
+    if path != "/v3/mail/send":
+        return _sg_err(404, "not found")
+    auth = h.get("authorization")
+    if not auth:
+        return _sg_err(401, "authorization required")
+    if auth[:7].lower() != "bearer " or len(auth) < 8:
         return _sg_err(401, "The provided authorization grant is invalid, expired, or revoked")
     f = st.faults.get("sendgrid")
     if f is not None and f.fires():
@@ -138,79 +225,85 @@ def sendgrid(st: State, path: str, h, body: bytes) -> Resp:
             return _sg_err(429, "too many requests", None, [
                 ("x-ratelimit-limit", "600"), ("x-ratelimit-remaining", "0"),
                 ("x-ratelimit-reset", str(reset))] + _retry_after(f))
-        return _sg_err(f.status, f.reason or "injected failure", None, _retry_after(f))
+        return _sg_err(f.status, f.reason or "Internal Server Error", None, _retry_after(f))
     try:
         mail = orjson.loads(body)
     except orjson.JSONDecodeError:
         return _sg_err(400, "Bad Request", None)
-    pers = mail.get("personalizations")
-    if not isinstance(pers, list) or not pers:
-        return _sg_err(400, "The personalizations field is required and must have at least "
-                       "one personalization.", "personalizations")
-    if len(pers) > 1000:
-        return _sg_err(400, "The personalizations field is limited to 1000 personalizations "
-                       "per request.", "personalizations")
-    if not (mail.get("from") or {}).get("email"):
-        return _sg_err(400, "The from object must be provided for every email send.", "from")
-    has_template = bool(mail.get("template_id"))
-    content = mail.get("content") or []
-    if not has_template and not content:
-        return _sg_err(400, "Unless a valid template_id is provided, the content parameter is "
-                       "required.", "content")
-    text = content[0].get("value") if content else None
-    for i, p in enumerate(pers):
-        tos = p.get("to") or []
-        if not tos or not all(isinstance(t, dict) and "@" in str(t.get("email", "")) for t in tos):
-            return _sg_err(400, "The to array is required for all personalization objects, and "
-                           "must have at least one email object with a valid email address.",
-                           f"personalizations.{i}.to")
-        if not has_template and not (p.get("subject") or mail.get("subject")):
-            return _sg_err(400, "The subject is required.", "subject")
-    for p in pers:
-        nid = str((p.get("custom_args") or {}).get("nid", ""))
+    bad = _sg_validate(mail)
+    if bad is not None:
+        return bad
+    content = mail.get("content") or [{}]
+    text = content[0].get("value") if type(content[0]) is dict else None
+    for p in mail["personalizations"]:
+        nid = (p.get("custom_args") or {}).get("nid") or (mail.get("custom_args") or {}).get("nid")
         subject = p.get("subject") or mail.get("subject")
         for t in p["to"]:
             st.accept("sendgrid", t["email"], nid, subject, text)
     return 202, [], b""
 
 
-# --- Twilio: POST /2010-04-01/Accounts/{Sid}/Messages.json ---------------------------
-_TWILIO_MAGIC = {"+15005550001": (21211, "The 'To' number +15005550001 is not a valid phone number."),
-                 "+15005550009": (21614, "'To' number is not a valid mobile number"),
-                 "+15005550004": (21610, "Attempt to send to unsubscribed recipient")}
+# --- Twilio: POST /2010-04-01/Accounts/{Sid}/Messages.json -------------------------------
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_TWILIO_MAGIC = {
+    "+15005550001": (21211, "The 'To' number +15005550001 is not a valid phone number."),
+    "+15005550009": (21614, "'To' number +15005550009 is not a valid mobile number"),
+    "+15005550004": (21610, "Attempt to send to unsubscribed recipient"),
+}
+_TWILIO_FAULT = {429: (20429, "Too Many Requests"), 500: (20500, "Internal Server Error"),
+                 503: (20503, "Service Unavailable")}
 
 
-def _tw_err(status: int, code: int, message: str, headers: list[tuple[str, str]] | None = None) -> Resp:
-    return _json(status, {"code": code, "message": message,
-                          "more_info": f"https://www.twilio.com/docs/errors/{code}",
-                          "status": status}, headers)
+def _tw_err(status: int, code: int, message: str, headers: Headers | None = None) -> Resp:
+    return json_resp(status, {"code": code, "message": message,
+                              "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                              "status": status}, headers)
+
+
+def _basic_ok(auth: str | None) -> bool:
+    if not auth or auth[:6].lower() != "basic ":
+        return False
+    try:
+        user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+    except ValueError:
+        return False
+    return bool(user and pw)
 
 
 def twilio(st: State, path: str, h, body: bytes) -> Resp:
-    sid = path[len("/2010-04-01/Accounts/"):].split("/", 1)[0]
-    if not (h.get("authorization") or "").lower().startswith("basic "):
+    sid, _, rest = path[21:].partition("/")  # len("/2010-04-01/Accounts/")
+    if rest != "Messages.json":
+        return _tw_err(404, 20404, f"The requested resource {path} was not found")
+    if not _basic_ok(h.get("authorization")):
         return _tw_err(401, 20003, "Authenticate")
     f = st.faults.get("twilio")
     if f is not None and f.fires():
-        code = 20429 if f.status == 429 else 20500
-        return _tw_err(f.status, code, f.reason or "injected failure", _retry_after(f))
+        code, msg = _TWILIO_FAULT.get(f.status, (20500, "Internal Server Error"))
+        return _tw_err(f.status, code, f.reason or msg, _retry_after(f))
     form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
-    to, from_, text = form.get("To", ""), form.get("From", ""), form.get("Body")
+    to, from_, text = form.get("To"), form.get("From"), form.get("Body")
+    if not to:
+        return _tw_err(400, 21604, "A 'To' phone number is required.")
+    if not from_ and not form.get("MessagingServiceSid"):
+        return _tw_err(400, 21603, "A 'From' phone number is required.")
+    if not text and not form.get("MediaUrl"):
+        return _tw_err(400, 21602, "Message body is required.")
     if to in _TWILIO_MAGIC:
         code, msg = _TWILIO_MAGIC[to]
         return _tw_err(400, code, msg)
-    if not _E164.match(to):
+    if not _E164.fullmatch(to):
         return _tw_err(400, 21211, f"The 'To' number {to} is not a valid phone number.")
-    if not text:
-        return _tw_err(400, 21602, "Message body is required.")
     cb = form.get("StatusCallback")
-    nid = parse_qs(urlsplit(cb).query).get("nid", [""])[0] if cb else ""
+    nid = parse_qs(urlsplit(cb).query).get("nid", [None])[0] if cb else None
     st.accept("twilio", to, nid, None, text)
     msid = "SM" + uuid.uuid4().hex
     now = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
-    return _json(201, {
-        "sid": msid, "account_sid": sid, "to": to, "from": from_, "body": text,
-        "status": "queued", "num_segments": "1", "direction": "outbound-api",
-        "date_created": now, "date_updated": now, "date_sent": None, "price": None,
-        "error_code": None, "error_message": None, "api_version": "2010-04-01",
-        "uri": f"/2010-04-01/Accounts/{sid}/Messages/{msid}.json"})
+    uri = f"/2010-04-01/Accounts/{sid}/Messages/{msid}"
+    return json_resp(201, {
+        "account_sid": sid, "api_version": "2010-04-01", "body": text,
+        "date_created": now, "date_sent": None, "date_updated": now,
+        "direction": "outbound-api", "error_code": None, "error_message": None,
+        "from": from_, "messaging_service_sid": form.get("MessagingServiceSid"),
+        "num_media": "0", "num_segments": "1", "price": None, "price_unit": "USD",
+        "sid": msid, "status": "queued", "to": to,
+        "subresource_uris": {"media": f"{uri}/Media.json"}, "uri": f"{uri}.json"})

