@@ -80,7 +80,7 @@ class State:
         if provider is not None:
             rows = [(provider, m) for m in self.messages[provider][offset : offset + limit]]
         else:
-            merged = sorted(((m[0], p, m) for p in PROVIDERS for m in self.messages[p]))
+            merged = sorted((m[0], p, m) for p in PROVIDERS for m in self.messages[p])
             rows = [(p, m) for _, p, m in merged[offset : offset + limit]]
         out = [dict(zip(FIELDS, (p, *m[1:]), strict=True)) for p, m in rows]
         return {"messages": out, "next": offset + len(out)}
