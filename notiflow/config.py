@@ -68,6 +68,25 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr = Field(SecretStr("sandbox"), validation_alias=_env("TWILIO_AUTH_TOKEN"))
     sms_from: str = Field("+15550000000", validation_alias=_env("SMS_FROM"))
 
+    # failover providers (real: https://email.{region}.amazonaws.com, https://api.mailgun.net
+    # or https://api.eu.mailgun.net, https://rest.nexmo.com)
+    ses_url: str = Field("http://127.0.0.1:8601", validation_alias=_env("SES_URL"))
+    ses_region: str = Field("us-east-1", validation_alias=_env("SES_REGION"))
+    ses_access_key_id: str = Field("AKIASANDBOX", validation_alias=_env("SES_ACCESS_KEY_ID"))
+    ses_secret_access_key: SecretStr = Field(SecretStr("sandbox"),
+                                             validation_alias=_env("SES_SECRET_ACCESS_KEY"))
+    mailgun_url: str = Field("http://127.0.0.1:8601", validation_alias=_env("MAILGUN_URL"))
+    mailgun_domain: str = Field("mg.example.com", validation_alias=_env("MAILGUN_DOMAIN"))
+    mailgun_api_key: SecretStr = Field(SecretStr("key-sandbox"), validation_alias=_env("MAILGUN_API_KEY"))
+    vonage_url: str = Field("http://127.0.0.1:8601", validation_alias=_env("VONAGE_URL"))
+    vonage_api_key: str = Field("sandbox", validation_alias=_env("VONAGE_API_KEY"))
+    vonage_api_secret: SecretStr = Field(SecretStr("sandbox"), validation_alias=_env("VONAGE_API_SECRET"))
+    failover_timeout_s: float = 10.0
+    email_providers: list[str] = ["sendgrid", "ses", "mailgun"]  # failover order
+    sms_providers: list[str] = ["twilio", "vonage"]
+    breaker_failures: int = 5  # consecutive failing batches that open a provider's breaker
+    breaker_open_s: float = 30.0  # then one probe decides  # httpx timeout of the SES / Mailgun / Vonage sinks
+
     def redacted(self) -> dict:
         """Settings as a dict with secrets hidden, for logs and ``make run``'s banner."""
         return {k: ("***" if isinstance(v, SecretStr) else v) for k, v in self.model_dump().items()}

@@ -15,9 +15,12 @@ from sandbox import providers
 from sandbox.state import PROVIDERS, Fault, State
 
 state = State()
+# order matters: SendGrid's /v3/mail/send before Mailgun's /v3/{domain}/messages
 _ROUTES = (("/3/device/", "apns", providers.apns), ("/v1/projects/", "fcm", providers.fcm),
-           ("/v3/mail/", "sendgrid", providers.sendgrid),
-           ("/2010-04-01/Accounts/", "twilio", providers.twilio))
+           ("/v3/mail/send", "sendgrid", providers.sendgrid),
+           ("/2010-04-01/Accounts/", "twilio", providers.twilio),
+           ("/v2/email/", "ses", providers.ses), ("/v3/", "mailgun", providers.mailgun),
+           ("/sms/", "vonage", providers.vonage))
 _j = providers.json_resp
 _OK = _j(200, {"ok": True})
 

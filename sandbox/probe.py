@@ -20,6 +20,7 @@ def run(url: str, n: int, window: int) -> tuple[float, Counter]:
     m = pycurl.CurlMulti()
     m.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
     m.setopt(pycurl.M_MAX_HOST_CONNECTIONS, 1)
+    m.setopt(pycurl.M_MAX_CONCURRENT_STREAMS, max(window, 1))  # libcurl caps at 100 otherwise
     headers = ["authorization: bearer probe", "apns-topic: com.example.app",
                "apns-push-type: alert", "apns-priority: 10"]
 
@@ -53,8 +54,8 @@ def run(url: str, n: int, window: int) -> tuple[float, Counter]:
                 codes[c.getinfo(pycurl.RESPONSE_CODE)] += 1
                 m.remove_handle(c)
                 free.append(c)
-            for c, _errno, errmsg in failed:
-                codes[f"curl:{errmsg}"] += 1
+            for c, errno, _errmsg in failed:
+                codes[f"curl-error-{errno}"] += 1
                 m.remove_handle(c)
                 free.append(c)
             done += len(ok) + len(failed)

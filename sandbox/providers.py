@@ -1,5 +1,5 @@
-"""The four provider APIs, answering with each provider's documented success and error shapes
-(../shared/PROVIDERS.md) so that real client libraries and our sinks run against them unchanged.
+"""The provider APIs (APNs, FCM, SendGrid, Twilio, Amazon SES v2, Mailgun, Vonage SMS),
+answering with each provider's documented success and error shapes (../shared/PROVIDERS.md) so that real client libraries and our sinks run against them unchanged.
 
 Each handler takes (state, path, headers, body) and returns (status, headers, body). APNs is
 on the hot path of the push benchmark: it does the provider's checks with plain header
@@ -12,6 +12,8 @@ import base64
 import re
 import time
 import uuid
+from email import policy
+from email.parser import BytesParser
 from itertools import count
 from urllib.parse import parse_qs, urlsplit
 
@@ -216,7 +218,7 @@ def sendgrid(st: State, path: str, h, body: bytes) -> Resp:
     auth = h.get("authorization")
     if not auth:
         return _sg_err(401, "authorization required")
-    if auth[:7].lower() != "bearer " or len(auth) < 8:
+    if auth[:7].lower() != "bearer " or auth[7:10] != "SG.":  # real keys are SG.<id>.<secret>
         return _sg_err(401, "The provided authorization grant is invalid, expired, or revoked")
     f = st.faults.get("sendgrid")
     if f is not None and f.fires():
@@ -307,3 +309,199 @@ def twilio(st: State, path: str, h, body: bytes) -> Resp:
         "num_media": "0", "num_segments": "1", "price": None, "price_unit": "USD",
         "sid": msid, "status": "queued", "to": to,
         "subresource_uris": {"media": f"{uri}/Media.json"}, "uri": f"{uri}.json"})
+
+
+# --- Amazon SES v2: POST /v2/email/outbound-emails (SigV4) --------------------------------
+# Error type in the x-amzn-ErrorType header, message in the JSON body (restJson protocol).
+# The sandbox checks only that a SigV4 Authorization header is present, not the signature.
+_SES_FAULT = {400: "BadRequestException", 403: "AccessDeniedException",
+              404: "NotFoundException", 429: "TooManyRequestsException",
+              500: "InternalFailure", 503: "ServiceUnavailable"}
+
+
+def _ses_err(status: int, etype: str, message: str, headers: Headers | None = None) -> Resp:
+    return json_resp(status, {"message": message},
+                     [("x-amzn-errortype", etype), ("x-amzn-requestid", str(uuid.uuid4()))]
+                     + (headers or []))
+
+
+def _ses_bad(message: str) -> Resp:
+    return _ses_err(400, "BadRequestException", message)
+
+
+def ses(st: State, path: str, h, body: bytes) -> Resp:
+    if path != "/v2/email/outbound-emails":
+        return _ses_err(404, "NotFoundException", f"Resource {path} not found.")
+    if not (h.get("authorization") or "").startswith("AWS4-HMAC-SHA256"):
+        return _ses_err(403, "InvalidSignatureException",
+                        "The request signature we calculated does not match the signature you "
+                        "provided. Check your AWS Secret Access Key and signing method.")
+    f = st.faults.get("ses")
+    if f is not None and f.fires():
+        # a fault's reason, when set, names the error type (e.g. "SendingPausedException")
+        etype = f.reason or _SES_FAULT.get(f.status, "InternalFailure")
+        return _ses_err(f.status, etype, f"Injected {etype}.", _retry_after(f))
+    try:
+        req = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _ses_bad("Invalid JSON in request body.")
+    if type(req) is not dict:
+        return _ses_bad("Invalid request body.")
+    if not req.get("FromEmailAddress"):
+        return _ses_bad("FromEmailAddress is required.")
+    dest = req.get("Destination")
+    tos = dest.get("ToAddresses") if type(dest) is dict else None
+    if type(tos) is not list or not tos:
+        return _ses_bad("Destination.ToAddresses must have at least one address.")
+    n = len(tos) + len(dest.get("CcAddresses") or ()) + len(dest.get("BccAddresses") or ())
+    if n > 50:
+        return _ses_err(400, "MessageRejected", "Recipient count exceeds 50.")
+    for a in tos:
+        if type(a) is not str or "@" not in a:
+            return _ses_bad(f"Illegal address: {a!r}.")
+    content = req.get("Content")
+    if type(content) is not dict:
+        return _ses_bad("Content is required.")
+    simple, template = content.get("Simple"), content.get("Template")
+    if type(simple) is dict:
+        title = (simple.get("Subject") or {}).get("Data")
+        b = simple.get("Body") or {}
+        text = (b.get("Text") or b.get("Html") or {}).get("Data")
+        if title is None or text is None:
+            return _ses_bad("Simple content needs Subject.Data and Body.Text or Body.Html.")
+    elif type(template) is dict and (template.get("TemplateName") or template.get("TemplateArn")):
+        title = template.get("TemplateName") or template.get("TemplateArn")
+        text = template.get("TemplateData")
+    else:
+        return _ses_bad("Content must have Simple, Raw or Template.")
+    for a in tos:
+        if a.endswith("@bounce.test"):
+            return _ses_err(400, "MessageRejected", f"Email address is on the suppression "
+                            f"list or rejected: {a}")
+    tags = {t.get("Name"): t.get("Value") for t in req.get("EmailTags") or ()
+            if type(t) is dict}
+    for a in tos:
+        st.accept("ses", a, tags.get("nid"), title, text)
+    return json_resp(200, {"MessageId": f"0100{uuid.uuid4().hex}-{next(_ids)}-000000"})
+
+
+# --- Mailgun: POST /v3/{domain}/messages (multipart or urlencoded form, basic auth api:KEY) --
+# Only 200/400/401 shapes are documented; 429/5xx bodies are our pick ({"message": ...}).
+def _form(h, body: bytes) -> dict[str, list[str]]:
+    """Fields of a multipart/form-data or application/x-www-form-urlencoded body."""
+    ctype = h.get("content-type") or ""
+    if ctype.lower().startswith("multipart/"):
+        msg = BytesParser(policy=policy.HTTP).parsebytes(
+            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+        out: dict[str, list[str]] = {}
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name:
+                raw = part.get_payload(decode=True) or b""
+                out.setdefault(str(name), []).append(raw.decode(errors="replace"))
+        return out
+    return parse_qs(body.decode(errors="replace"), keep_blank_values=True)
+
+
+def _mg_err(status: int, message: str, headers: Headers | None = None) -> Resp:
+    return json_resp(status, {"message": message}, headers)
+
+
+def mailgun(st: State, path: str, h, body: bytes) -> Resp:
+    domain, _, rest = path[4:].partition("/")  # len("/v3/")
+    if rest != "messages" or not domain:
+        return 404, [("content-type", "text/plain")], b"404 page not found"
+    auth = h.get("authorization") or ""
+    try:
+        user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+    except ValueError:
+        user, key = "", ""
+    if auth[:6].lower() != "basic " or user != "api" or not key:
+        return 401, [("content-type", "text/plain")], b"Forbidden"
+    f = st.faults.get("mailgun")
+    if f is not None and f.fires():
+        msg = f.reason or ("Too many requests" if f.status == 429 else "Internal Server Error")
+        return _mg_err(f.status, msg, _retry_after(f))
+    form = _form(h, body)
+    one = {k: v[0] for k, v in form.items() if v}
+    for need in ("from", "to", "subject"):
+        if not one.get(need):
+            return _mg_err(400, f"{need} parameter is missing")
+    if not (one.get("text") or one.get("html") or one.get("template")):
+        return _mg_err(400, "Need at least one of 'text', 'html' or 'template' parameters "
+                       "specified")
+    tos = [a.strip() for v in form["to"] for a in v.split(",") if a.strip()]
+    for a in tos:
+        if "@" not in a or a.startswith("@") or a.endswith("@"):
+            return _mg_err(400, "to parameter is not a valid address. please check "
+                           "documentation")
+    for a in tos:
+        st.accept("mailgun", a, one.get("v:nid"), one["subject"],
+                  one.get("text") or one.get("html") or one.get("template"))
+    return json_resp(200, {"id": f"<{time.strftime('%Y%m%d%H%M%S')}.{uuid.uuid4().hex[:16]}"
+                                 f"@{domain}>", "message": "Queued. Thank you."})
+
+
+# --- Vonage SMS: POST /sms/json (form or JSON) ----------------------------------------------
+# Always HTTP 200: the outcome is messages[].status (+ error-text). Injected faults keep 200 and
+# map fault.status to a status code: 429 -> 1 Throttled, 401/403 -> 4, 5xx -> 5, else 3.
+_VONAGE_TEXT = {"1": "Throttled", "2": "Missing Parameters", "3": "Invalid Parameters",
+                "4": "Bad Credentials", "5": "Internal Error", "6": "Invalid Message",
+                "12": "Message too long"}
+_VONAGE_MAGIC = {"15005550001": ("3", "Invalid Message: the to number is not valid")}
+
+
+def _vonage_fault_code(status: int) -> str:
+    if status == 429:
+        return "1"
+    if status in (401, 403):
+        return "4"
+    return "5" if status >= 500 else "3"
+
+
+def _vonage_err(code: str, text: str, to: str | None = None,
+                headers: Headers | None = None) -> Resp:
+    m = {"to": to, "status": code, "error-text": text} if to else {"status": code,
+                                                                    "error-text": text}
+    return json_resp(200, {"message-count": "1", "messages": [m]}, headers)
+
+
+def vonage(st: State, path: str, h, body: bytes) -> Resp:
+    if path != "/sms/json":
+        return json_resp(404, {"error": f"no such endpoint {path}"})
+    if (h.get("content-type") or "").lower().startswith("application/json"):
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            req = None
+        if type(req) is not dict:
+            return _vonage_err("2", "Missing Parameters")
+        form = {k: "" if v is None else str(v) for k, v in req.items()}
+    else:
+        form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+    to = form.get("to") or None
+    # wrong credentials: an api_secret starting with "bad" (the sandbox knows no real keys)
+    if not form.get("api_key") or not form.get("api_secret") or form["api_secret"][:3] == "bad":
+        return _vonage_err("4", "Bad Credentials", to)
+    f = st.faults.get("vonage")
+    if f is not None and f.fires():
+        code = _vonage_fault_code(f.status)
+        return _vonage_err(code, f.reason or _VONAGE_TEXT[code], to, _retry_after(f))
+    for need in ("from", "to", "text"):
+        if not form.get(need):
+            return _vonage_err("2", f"Missing {need} param", to)
+    if to in _VONAGE_MAGIC:
+        code, text = _VONAGE_MAGIC[to]
+        return _vonage_err(code, text, to)
+    if not to.isdigit() or not 7 <= len(to) <= 15:
+        return _vonage_err("3", "Invalid to address", to)
+    text = form["text"]
+    if len(text) > 3200:
+        return _vonage_err("12", "Message too long", to)
+    ref = form.get("client-ref") or None
+    st.accept("vonage", to, ref, None, text)
+    m = {"to": to, "message-id": uuid.uuid4().hex[:16].upper(), "status": "0",
+         "remaining-balance": "100.00000000", "message-price": "0.00740000", "network": "310260"}
+    if ref:
+        m["client-ref"] = ref
+    return json_resp(200, {"message-count": "1", "messages": [m]})

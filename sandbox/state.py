@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 
-PROVIDERS = ("apns", "fcm", "sendgrid", "twilio")
+PROVIDERS = ("apns", "fcm", "sendgrid", "twilio", "ses", "mailgun", "vonage")
 FIELDS = ("provider", "target", "nid", "title", "body", "collapse_id", "priority", "ts_ms")
 
 

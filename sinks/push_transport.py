@@ -51,6 +51,9 @@ class CurlTransport:
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
         self._multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, 1)
+        # libcurl allows 100 streams a connection unless told more
+        if hasattr(pycurl, "M_MAX_CONCURRENT_STREAMS"):
+            self._multi.setopt(pycurl.M_MAX_CONCURRENT_STREAMS, max_streams)
         self._max_streams = max_streams
         self._free: list = []
 

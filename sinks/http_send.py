@@ -1,0 +1,23 @@
+"""One blocking httpx POST for the SES / Mailgun / Vonage sinks, as an ``HttpResp``.
+
+A transport error (connection refused, timeout) becomes ``HttpResp(0, error=...)`` so each
+sink's pure ``classify`` sees every outcome in one shape (the same one the push sinks use).
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from sinks.push_transport import HttpReq, HttpResp
+
+
+def make_client(timeout_s: float) -> httpx.Client:
+    return httpx.Client(timeout=timeout_s)
+
+
+def post(client: httpx.Client, req: HttpReq) -> HttpResp:
+    try:
+        r = client.post(req.url, headers=req.headers, content=req.body)
+    except httpx.TransportError as e:
+        return HttpResp(0, {}, b"", f"{type(e).__name__}: {e}")
+    return HttpResp(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
