@@ -8,6 +8,7 @@ into receipts and device deactivations: the part every channel shares.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +24,7 @@ from schemas.receipt import Outcome, Receipt
 from schemas.request import NotificationRequest, encode_request
 from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
+from sinks.failover import FailoverSender
 from sinks.results import SendResult
 
 
@@ -56,21 +58,33 @@ class PushSender:
     """APNs and FCM over one HTTP/2 transport per partition (libcurl by default)."""
 
     def __init__(self, cfg: Settings) -> None:
+        from sinks import apns, fcm
+        from sinks.failover import new_breaker
         from sinks.push_transport import make_transport
 
         self._cfg = cfg
         self._transport = make_transport(cfg)
+        self._mods = {"apns": apns, "fcm": fcm}
+        # a platform has one provider: an open breaker means wait (retry), not fail over
+        self.breakers = {p: new_breaker(cfg, p) for p in self._mods}
 
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
-        from sinks import apns, fcm
-
-        a = [t for t in tasks if t.provider == "apns"]
-        f = [t for t in tasks if t.provider == "fcm"]
         out: list[SendResult] = []
-        if a:
-            out += apns.send(self._transport, a, self._cfg)
-        if f:
-            out += fcm.send(self._transport, f, self._cfg)
+        for provider, mod in self._mods.items():
+            mine = [t for t in tasks if t.provider == provider]
+            if not mine:
+                continue
+            b = self.breakers[provider]
+            now = int(time.time() * 1000)
+            if not b.allow(now):
+                out += [SendResult(t, "retry", f"{provider} circuit breaker open") for t in mine]
+                continue
+            results = mod.send(self._transport, mine, self._cfg)
+            if all(r.status == "retry" for r in results):
+                b.record_failure(int(time.time() * 1000))
+            else:
+                b.record_success(int(time.time() * 1000))
+            out += results
         return out
 
 
@@ -83,28 +97,11 @@ def _escalate(out: Settled, t: DeliveryTask) -> None:
         self._transport.close()
 
 
-class ModuleSender:
-    """A provider module with ``make_client(cfg)`` and ``send(client, tasks, cfg)``."""
-
-    def __init__(self, cfg: Settings, module_name: str) -> None:
-        import importlib
-
-        self._cfg = cfg
-        self._mod = importlib.import_module(module_name)
-        self._client = self._mod.make_client(cfg)
-
-    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
-        return self._mod.send(self._client, tasks, self._cfg)
-
-    def close(self) -> None:
-        pass
-
-
 SENDERS: dict[str, Callable[[Settings], Sender]] = {
     "inapp": InappSender,
     "push": PushSender,
-    "email": lambda cfg: ModuleSender(cfg, "sinks.email_sendgrid"),
-    "sms": lambda cfg: ModuleSender(cfg, "sinks.sms_twilio"),
+    "email": lambda cfg: FailoverSender(cfg, cfg.email_providers),
+    "sms": lambda cfg: FailoverSender(cfg, cfg.sms_providers),
 }
 
 _OUTCOME = {

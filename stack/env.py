@@ -1,98 +1,158 @@
 """The running local stack as one object: where each part is, and the env children need.
 
-A part whose URL is already in the environment (KAFKA_BROKERS, REDIS_URL, CLICKHOUSE_URL)
-is used as it is and not started.
+Why: every child (sandbox, loader, flows, bench, tests) must point at the same Kafka, Redis,
+sandbox and receipts store, and tools started later (`make sample`, `make stats`) must find
+them.  ``Stack.env()`` is that environment; ``<workdir>/stack.env`` (``var/stack.env`` for
+`make run`) is the same as KEY=VALUE lines, present only while the stack runs.
+
+A part whose address is already in the environment is used as it is and not started:
+``KAFKA_BROKERS`` (no Tansu), ``REDIS_URL`` (no redis-server), ``CLICKHOUSE_URL`` (the
+loader writes to that server instead of a chDB folder; it still runs, since it is what
+moves notify.receipts into ClickHouse).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from notiflow.config import Settings
-from stack.services import Service, start_kafka, start_loader, start_redis, start_sandbox
+from stack.services import (
+    Service,
+    start_flow,
+    start_kafka,
+    start_loader,
+    start_redis,
+    start_sandbox,
+)
 from stack.topics import create_topics
 
 ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = "stack.env"
+PROVIDER_URL_VARS = ("NOTIFLOW_APNS_URL", "NOTIFLOW_FCM_URL", "NOTIFLOW_SENDGRID_URL",
+                     "NOTIFLOW_TWILIO_URL", "NOTIFLOW_SES_URL", "NOTIFLOW_MAILGUN_URL",
+                     "NOTIFLOW_VONAGE_URL")
 
 
 @dataclass
 class Stack:
     brokers: str
     redis_url: str
-    sandbox_url: str
-    stats_url: str
-    workdir: Path
+    sandbox_url: str = ""
+    stats_url: str = ""
+    chdb_path: str = ""
+    workdir: Path = ROOT / "var"
     services: list[Service] = field(default_factory=list)
+    clickhouse_url: str = ""
+
+    @property
+    def env_file(self) -> Path:
+        return Path(self.workdir) / ENV_FILE
+
+    def vars(self) -> dict[str, str]:
+        """Only the variables that locate this stack's parts."""
+        v = {"KAFKA_BROKERS": self.brokers, "REDIS_URL": self.redis_url}
+        if self.sandbox_url:
+            v.update(dict.fromkeys(PROVIDER_URL_VARS, self.sandbox_url))
+        if self.stats_url:
+            v["NOTIFLOW_STATS_URL"] = self.stats_url
+        if self.clickhouse_url:
+            v["CLICKHOUSE_URL"] = self.clickhouse_url
+        if self.chdb_path:
+            v["NOTIFLOW_CHDB_PATH"] = self.chdb_path
+        return v
 
     def env(self) -> dict[str, str]:
+        """The environment every child process needs: ours over the parent's."""
         e = dict(os.environ)
-        e.update({
-            "KAFKA_BROKERS": self.brokers,
-            "REDIS_URL": self.redis_url,
-            "NOTIFLOW_APNS_URL": self.sandbox_url,
-            "NOTIFLOW_FCM_URL": self.sandbox_url,
-            "NOTIFLOW_SENDGRID_URL": self.sandbox_url,
-            "NOTIFLOW_TWILIO_URL": self.sandbox_url,
-            "NOTIFLOW_SES_URL": self.sandbox_url,
-            "NOTIFLOW_MAILGUN_URL": self.sandbox_url,
-            "NOTIFLOW_VONAGE_URL": self.sandbox_url,
-            "NOTIFLOW_STATS_URL": self.stats_url,
-            "NOTIFLOW_CHDB_PATH": str(self.workdir / "chdb"),
-            "PYTHONPATH": str(ROOT) + os.pathsep + e.get("PYTHONPATH", ""),
-        })
+        e.update(self.vars())
+        e["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), e.get("PYTHONPATH", "")) if p)
         return e
 
-    def write_env_file(self, path: Path) -> None:
+    def write_env_file(self, path: Path | None = None) -> Path:
+        """KEY=VALUE lines for tools started later; SANDBOX_URL/STATS_URL are short aliases."""
+        path = Path(path or self.env_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in {
-            "KAFKA_BROKERS": self.brokers, "REDIS_URL": self.redis_url,
-            "SANDBOX_URL": self.sandbox_url, "STATS_URL": self.stats_url}.items()))
+        lines = {**self.vars(), "SANDBOX_URL": self.sandbox_url, "STATS_URL": self.stats_url}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        tmp.replace(path)
+        return path
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
 
     def stop(self) -> None:
-        for s in reversed(self.services):
-            s.stop()
-        self.services.clear()
+        """Stop every part in reverse start order and remove the env file."""
+        with contextlib.suppress(OSError):
+            self.env_file.unlink(missing_ok=True)
+        errors = []
+        while self.services:
+            s = self.services.pop()
+            try:
+                s.stop()
+            except Exception as e:  # noqa: BLE001 (stop the rest anyway)
+                errors.append(f"{s.name}: {e}")
+        if errors:
+            raise RuntimeError("while stopping: " + "; ".join(errors))
 
 
-def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: bool = False,
-                main_processes: int = 1) -> Stack:
-    """Kafka, Redis, the sandbox and the loader (and optionally both lanes), topics created."""
-    workdir = Path(workdir or root / "var")
+def read_env_file(root: Path = ROOT) -> dict[str, str]:
+    """A running stack's variables from ``<root>/var/stack.env`` (empty if none runs)."""
+    path = Path(root) / "var" / ENV_FILE
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        k, sep, v = line.partition("=")
+        if sep and k.strip():
+            out[k.strip()] = v.strip()
+    return out
+
+
+def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: bool = True,
+                main_processes: int = 1, workers: int = 1, snapshot_s: float = 5,
+                settings: Settings | None = None) -> Stack:
+    """Kafka, Redis, topics, the sandbox and the loader, then (``with_flows``) the main,
+    critical and retry lanes.  Logs go to ``<workdir>/logs``, chDB to ``<workdir>/chdb``,
+    recovery to ``<workdir>/recovery/<lane>``; ``<workdir>/stack.env`` is written at the
+    end.  On any failure everything started so far is stopped."""
+    workdir = Path(workdir or Path(root) / "var")
     logs = workdir / "logs"
-    settings = Settings()
-    started: list[Service] = []
+    settings = settings or Settings()
+    stack = Stack(brokers=os.environ.get("KAFKA_BROKERS", ""),
+                  redis_url=os.environ.get("REDIS_URL", ""),
+                  clickhouse_url=os.environ.get("CLICKHOUSE_URL", ""),
+                  workdir=workdir)
     try:
-        brokers = os.environ.get("KAFKA_BROKERS")
-        if not brokers:
-            started.append(start_kafka(logs))
-            brokers = started[-1].url
+        if not stack.brokers:
+            stack.services.append(start_kafka(logs))
+            stack.brokers = stack.services[-1].url
             # local Tansu keeps topics in memory only: snapshots of an earlier broker's
             # offsets and state would not match this one
             shutil.rmtree(workdir / "recovery", ignore_errors=True)
-        create_topics(brokers, settings)
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            started.append(start_redis(logs))
-            redis_url = started[-1].url
-        stack = Stack(brokers, redis_url, "", "", workdir, started)
-        started.append(start_sandbox(stack.env(), logs))
-        stack.sandbox_url = started[-1].url
-        started.append(start_loader(stack.env(), logs))
-        stack.stats_url = started[-1].url
+        create_topics(stack.brokers, settings)
+        if not stack.redis_url:
+            stack.services.append(start_redis(logs))
+            stack.redis_url = stack.services[-1].url
+        if not stack.clickhouse_url:
+            stack.chdb_path = str(workdir / "chdb")
+        stack.services.append(start_sandbox(stack.env(), logs))
+        stack.sandbox_url = stack.services[-1].url
+        stack.services.append(start_loader(stack.env(), logs))
+        stack.stats_url = stack.services[-1].url
         if with_flows:
-            from stack.services import start_flow
-
-            started += start_flow("main", stack.env(), processes=main_processes,
-                                  recovery_dir=workdir / "recovery" / "main", log_dir=logs)
-            started += start_flow("critical", stack.env(),
-                                  recovery_dir=workdir / "recovery" / "critical", log_dir=logs)
-            started += start_flow("retry", stack.env(),
-                                  recovery_dir=workdir / "recovery" / "retry", log_dir=logs)
+            for lane, procs in (("main", main_processes), ("critical", 1), ("retry", 1)):
+                stack.services += start_flow(
+                    lane, stack.env(), processes=procs, workers=workers,
+                    recovery_dir=workdir / "recovery" / lane, snapshot_s=snapshot_s,
+                    log_dir=logs)
+        stack.write_env_file()
         return stack
     except BaseException:
-        for s in reversed(started):
-            s.stop()
+        with contextlib.suppress(Exception):
+            stack.stop()
         raise

@@ -1,70 +1,105 @@
-"""`make run`: the whole local stack in the foreground; Ctrl-C stops it all.
+"""`make run`: the whole local stack in the foreground until Ctrl-C.
 
-    python -m stack.run [--main-processes N]
+Starts Kafka (Tansu), Redis, the provider sandbox, the loader (chDB), the topics, then the
+main, critical and retry flows; prints what runs where; and watches them.  Ctrl-C or
+SIGTERM stops everything in reverse order; a child that dies on its own is named with its
+log tail and the rest is stopped (exit status 1), since a half-running pipeline would only
+hide the failure.
+
+    python -m stack.run [--main-processes N] [--workers N] [--snapshot-s S]
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 
 from rich.console import Console
 from rich.table import Table
 
-from stack.env import ROOT, start_stack
+from stack.env import ROOT, Stack, start_stack
 
-console = Console(width=120)
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs/CI: no folding
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--main-processes", type=int, default=1,
-                    help="Bytewax processes for the bulk lane (partitions must be >= this)")
-    args = ap.parse_args()
+class _Stop(Exception):
+    """Raised by the signal handler while the stack is still starting."""
 
-    stopping = False
 
-    def on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-
-    with console.status("starting Kafka (Tansu), Redis, provider sandbox, loader/chDB, flows..."):
-        stack = start_stack(ROOT, workdir=ROOT / "var", with_flows=True,
-                            main_processes=args.main_processes)
-    env_file = ROOT / "var" / "stack.env"
-    stack.write_env_file(env_file)
+def table(stack: Stack) -> Table:
     t = Table(title="notiflow is running")
     for c in ("part", "pid", "where", "log"):
         t.add_column(c)
     names = {s.name for s in stack.services}
-    if "kafka" not in names:
-        t.add_row("kafka (external)", "-", stack.brokers, "")
-    if "redis" not in names:
-        t.add_row("redis (external)", "-", stack.redis_url, "")
+    for part, where in (("kafka", stack.brokers), ("redis", stack.redis_url),
+                        ("clickhouse", stack.clickhouse_url)):
+        if where and part not in names:
+            t.add_row(f"{part} (external)", "-", where, "")
     for s in stack.services:
-        t.add_row(s.name, str(s.pid), s.url or "(Bytewax flow)", str(s.log_path.relative_to(ROOT))
-                  if s.log_path.is_relative_to(ROOT) else str(s.log_path))
-    console.print(t)
+        log = s.log_path.relative_to(ROOT) if s.log_path.is_relative_to(ROOT) else s.log_path
+        where = s.url or "Bytewax flow"
+        if s.name == "loader" and stack.chdb_path:
+            where += f"  (chDB {stack.chdb_path})"
+        t.add_row(s.name, str(s.pid), where, str(log))
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--main-processes", type=int, default=1,
+                    help="Bytewax processes for the bulk lane (partitions must be >= this)")
+    ap.add_argument("--workers", type=int, default=1, help="worker threads per flow process")
+    ap.add_argument("--snapshot-s", type=float, default=5, help="recovery snapshot interval")
+    args = ap.parse_args(argv)
+
+    state = {"starting": True, "stop": False}
+
+    def on_signal(signum, _frame):
+        state["stop"] = True
+        if state["starting"]:
+            raise _Stop(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    try:
+        with console.status("starting Kafka (Tansu), Redis, provider sandbox, loader (chDB), "
+                            "topics, flows..."):
+            stack = start_stack(ROOT, workdir=ROOT / "var", with_flows=True,
+                                main_processes=args.main_processes, workers=args.workers,
+                                snapshot_s=args.snapshot_s)
+    except _Stop as e:
+        console.print(f"{e}: stopped while starting.")
+        return 130
+    except Exception as e:  # noqa: BLE001 (say what failed; start_stack cleaned up)
+        console.print(f"[red]could not start the stack:[/] {e}")
+        return 1
+    state["starting"] = False
+
+    console.print(table(stack))
+    console.print(f"Stack variables: {stack.env_file.relative_to(ROOT)}")
     console.print("Send a sample notification:  [bold]make sample[/]    "
                   "Receipts:  [bold]make stats[/]    Stop: Ctrl-C")
+    rc = 0
     try:
-        while not stopping:
+        while not state["stop"]:
             dead = [s for s in stack.services if not s.alive]
             if dead:
                 for s in dead:
-                    console.print(f"[red]{s.name} exited[/] ({s.log_path}):\n{s.log_tail()}")
+                    console.print(f"[red]{s.name} exited unexpectedly with {s.returncode}[/] "
+                                  f"(log {s.log_path}):\n{s.log_tail()}")
+                rc = 1
                 break
             time.sleep(0.5)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut teardown
         console.print("stopping...")
         stack.stop()
-        env_file.unlink(missing_ok=True)
         console.print("stopped.")
+    return rc
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,54 +1,74 @@
-"""`make sample`: publish a sample user, device and one notification per channel.
+"""`make sample`: publish a sample user, an APNs device and one notification per channel.
 
-Reads where the stack is from var/stack.env (written by `make run`).
+It is what an upstream producer does: settings and devices on their compacted topics (key
+and partition per notiflow.topics and schemas/device.py), then requests keyed by user id,
+encoded with the schemas/ encoders.  Where the stack runs comes from var/stack.env (written
+by `make run`), else from the environment.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
-import orjson
 from confluent_kafka import Producer
 from rich.console import Console
 
 from notiflow.config import get_settings
-from notiflow.topics import partition_for
-from stack.env import ROOT
+from notiflow.topics import DEVICES, REQUESTS, SETTINGS, name, partition_for
+from schemas.device import Device, device_key, encode_device
+from schemas.request import CHANNELS, NotificationRequest, encode_request
+from schemas.settings import UserSettings, encode_settings
+from stack.env import ROOT, read_env_file
 
-
-def read_env() -> dict[str, str]:
-    path = ROOT / "var" / "stack.env"
-    if not path.exists():
-        raise SystemExit("no running stack (var/stack.env is missing): start it with `make run`")
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+USER = "sample-user"
 
 
 def main() -> None:
-    env = read_env()
-    parts = get_settings().partitions
-    prod = Producer({"bootstrap.servers": env["KAFKA_BROKERS"]})
-    user = "sample-user"
-    p = partition_for(user, parts)
-    prod.produce("notify.settings", orjson.dumps({
-        "v": 1, "user_id": user, "email": "sample@example.com", "phone": "+15551234567",
-        "quiet_hours": {"start": "22:00", "end": "07:00", "tz": "Europe/Paris"}}),
-        user.encode(), partition=p)
-    prod.produce("notify.devices", orjson.dumps({
-        "v": 1, "user_id": user, "token_id": "iphone", "platform": "apns",
-        "token": "a0" * 32, "active": True}), f"{user}:iphone".encode(), partition=p)
-    nid = f"sample-{uuid.uuid4().hex[:8]}"
-    prod.produce("notify.requests", orjson.dumps({
-        "v": 1, "id": nid, "type": "social.comment", "priority": "high", "recipients": [user],
-        "channels": ["push", "email", "sms", "inapp"], "title": "Hello from notiflow",
-        "body": "Ann commented on your photo", "created_at": int(time.time() * 1000)}),
-        user.encode(), partition=p)
-    prod.flush(10)
-    c = Console()
-    c.print(f"published notification [bold]{nid}[/] for {user} on push, email, sms and in-app")
-    c.print(f"  receipts:      make stats   (or POST SQL to {env['STATS_URL']}/query)")
-    c.print(f"  provider view: curl '{env['SANDBOX_URL']}/_sandbox/messages?provider=apns'")
-    c.print(f"  inbox:         redis-cli -u {env['REDIS_URL']} LRANGE nf:inbox:{user} 0 -1")
+    env = read_env_file(ROOT)
+    brokers = env.get("KAFKA_BROKERS") or os.environ.get("KAFKA_BROKERS")
+    if not brokers:
+        raise SystemExit("no running stack (var/stack.env is missing): start one with `make run`")
+    cfg = get_settings()
+    p = partition_for(USER, cfg.partitions)
+    prod = Producer({"bootstrap.servers": brokers, "linger.ms": 5})
+
+    settings = UserSettings(user_id=USER, email="sample@example.com", phone="+15551234567")
+    prod.produce(name(SETTINGS, cfg.topic_prefix), encode_settings(settings), USER.encode(),
+                 partition=p)
+    device = Device(user_id=USER, token_id="iphone", platform="apns", token="a0" * 32)
+    prod.produce(name(DEVICES, cfg.topic_prefix), encode_device(device), device_key(device),
+                 partition=p)
+    run = uuid.uuid4().hex[:8]
+    ids = []
+    for channel in CHANNELS:
+        nid = f"sample-{run}-{channel}"
+        req = NotificationRequest(
+            id=nid, type="social.comment", recipients=[USER], created_at=int(time.time() * 1000),
+            priority="high", channels=[channel], title="Hello from notiflow",
+            body=f"Ann commented on your photo ({channel})")
+        prod.produce(name(REQUESTS, cfg.topic_prefix), encode_request(req), USER.encode(),
+                     partition=p)
+        ids.append(nid)
+    left = prod.flush(10)
+    if left:
+        raise SystemExit(f"{left} message(s) not delivered to Kafka at {brokers}")
+
+    sandbox = env.get("SANDBOX_URL", cfg.apns_url)
+    stats = env.get("STATS_URL", cfg.stats_url)
+    c = Console(soft_wrap=True)  # commands stay copy-pastable
+    c.print(f"published settings and an APNs device for [bold]{USER}[/] (partition {p}), and "
+            f"one request per channel: {', '.join(ids)}")
+    c.print("look at:")
+    c.print("  receipts          make stats")
+    c.print(f"  provider view     curl -s '{sandbox}/_sandbox/messages'")
+    redis_url = env.get("REDIS_URL", cfg.redis_url)
+    c.print(f"  in-app inbox      .venv/bin/python -c \"import redis; print(redis.Redis.from_url("
+            f"'{redis_url}').lrange('nf:inbox:{USER}', 0, -1))\"", markup=False)
+    c.print(f"  raw SQL           curl -s {stats}/query --data "
+            f"\"SELECT channel, outcome, reason FROM notiflow.receipts "
+            f"WHERE startsWith(notification_id, 'sample-{run}')\"")
 
 
 if __name__ == "__main__":

