@@ -81,11 +81,11 @@ class Settings(BaseSettings):
     vonage_url: str = Field("http://127.0.0.1:8601", validation_alias=_env("VONAGE_URL"))
     vonage_api_key: str = Field("sandbox", validation_alias=_env("VONAGE_API_KEY"))
     vonage_api_secret: SecretStr = Field(SecretStr("sandbox"), validation_alias=_env("VONAGE_API_SECRET"))
-    failover_timeout_s: float = 10.0
+    failover_timeout_s: float = 10.0  # httpx timeout of the SES / Mailgun / Vonage sinks
     email_providers: list[str] = ["sendgrid", "ses", "mailgun"]  # failover order
     sms_providers: list[str] = ["twilio", "vonage"]
     breaker_failures: int = 5  # consecutive failing batches that open a provider's breaker
-    breaker_open_s: float = 30.0  # then one probe decides  # httpx timeout of the SES / Mailgun / Vonage sinks
+    breaker_open_s: float = 30.0  # then one probe decides
 
     def redacted(self) -> dict:
         """Settings as a dict with secrets hidden, for logs and ``make run``'s banner."""

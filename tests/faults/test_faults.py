@@ -89,7 +89,7 @@ def test_fault_429_retry_after_is_honoured(stack, flows, producer, sandbox):
         publish(producer, us[i], nid, ["push"])
     producer.flush(10)
     wait_for(lambda: len(accepted_counts(sandbox, "apns", run)) >= len(ids), 60)
-    msgs = [m for m in sandbox.messages("apns") if m["nid"].startswith(run)]
+    msgs = [m for m in sandbox.messages("apns") if (m["nid"] or "").startswith(run)]
     row = record("APNs 429 with Retry-After: 3", 20, ids, accepted_counts(sandbox, "apns", run))
     assert row["lost"] == 0 and row["duplicated"] == 0
     assert min(m["ts_ms"] for m in msgs) - t0 >= 3000  # nobody retried before Retry-After
@@ -161,3 +161,25 @@ def test_fault_flow_stopped_while_producers_publish(stack, flows, producer, sand
     row = record(f"main flow stopped {STOP_S:g} s while publishing", 1, ids,
                  accepted_counts(sandbox, "apns", run))
     assert row["lost"] == 0 and row["duplicated"] == 0
+
+
+def test_fault_primary_email_provider_failing_fails_over(stack, flows, producer, sandbox):
+    run = f"mail-{uuid.uuid4().hex[:6]}-"
+    us = users(run + "u", 50)
+    for u in us:
+        put_device_user(producer, u, email=f"{u}@example.com")
+    producer.flush(10)
+    time.sleep(1)
+    sandbox.faults("sendgrid", status=503, rate=1.0)
+    ids = [f"{run}{i}" for i in range(200)]
+    try:
+        for i, nid in enumerate(ids):
+            publish(producer, us[i % len(us)], nid, ["email"])
+        producer.flush(10)
+        wait_for(lambda: len(accepted_counts(sandbox, "ses", run)) >= len(ids), 60)
+    finally:
+        sandbox.clear_faults()
+    got = accepted_counts(sandbox, "ses", run)
+    row = record("SendGrid answering 503: fail over to SES", 1, ids, got)
+    assert row["lost"] == 0 and row["duplicated"] == 0
+    assert accepted_counts(sandbox, "sendgrid", run) == {}
