@@ -32,7 +32,7 @@ class PartitionLogic(StatefulBatchLogic[tuple[int, list[Record]], Routed, Snap])
         c = self._cfg
         return PartitionProcessor(p, c.partitions, lane=self._lane,
                                   max_request_bytes=c.max_request_bytes,
-                                  dedup_ttl_ms=c.dedup_ttl_s * 1000)
+                                  dedup_ttl_ms=c.dedup_ttl_s * 1000, escalation=c.escalation)
 
     def on_batch(self, values: list[tuple[int, list[Record]]]) -> tuple[list[Routed], bool]:
         now_ms = int(time.time() * 1000)

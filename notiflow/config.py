@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     source_poll_s: float = 0.005
     receipts_batch_rows: int = 2000
 
+    metrics_port: int = 0  # Prometheus /metrics of a flow process (0: off)
+
     # --- retries (notify.retry -> dataflows/retry.py -> notify.dlq) ---------------------
     retry_base_s: float = 1.0  # first backoff step; full jitter
     retry_cap_s: float = 600.0  # longest single wait
@@ -86,6 +88,8 @@ class Settings(BaseSettings):
     sms_providers: list[str] = ["twilio", "vonage"]
     breaker_failures: int = 5  # consecutive failing batches that open a provider's breaker
     breaker_open_s: float = 30.0  # then one probe decides
+    # critical notifications: the channel order to escalate along, per type ("*": others)
+    escalation: dict[str, list[str]] = {"*": ["push", "sms"]}
 
     def redacted(self) -> dict:
         """Settings as a dict with secrets hidden, for logs and ``make run``'s banner."""

@@ -17,7 +17,7 @@ import orjson
 from notiflow.topics import partition_for
 from operators.dedup import Dedup
 from operators.rejects import rejection
-from operators.routing import receipt, route
+from operators.routing import DEFAULT_ESCALATION, receipt, route
 from operators.user_state import UserState
 from schemas.device import decode_device, device_key, encode_device
 from schemas.errors import ValidationFailed
@@ -54,11 +54,13 @@ class Routed:
 class PartitionProcessor:
     """State and logic of one user partition."""
 
-    __slots__ = ("partition", "partitions", "lane", "max_bytes", "users", "dedup", "_swept")
+    __slots__ = ("partition", "partitions", "lane", "max_bytes", "users", "dedup", "_swept",
+                 "escalation")
 
     def __init__(self, partition: int, partitions: int, *, lane: str = "requests",
                  max_request_bytes: int = 16 * 1024, dedup_ttl_ms: int = 3_600_000,
-                 users: UserState | None = None, dedup: Dedup | None = None) -> None:
+                 users: UserState | None = None, dedup: Dedup | None = None,
+                 escalation: dict[str, list[str]] | None = None) -> None:
         self.partition = partition
         self.partitions = partitions
         self.lane = lane
@@ -66,6 +68,7 @@ class PartitionProcessor:
         self.users = users or UserState()
         self.dedup = dedup or Dedup(dedup_ttl_ms)
         self._swept = 0
+        self.escalation = escalation if escalation is not None else DEFAULT_ESCALATION
 
     # -- the batch -------------------------------------------------------------------
     def process(self, records: list[Record], now_ms: int) -> Routed:
@@ -111,7 +114,7 @@ class PartitionProcessor:
                 receipt(req, user, "", Outcome.DUPLICATE, "same event inside the dedup window", now_ms)
             )
             return
-        route(req, user, self.users.get(user), now_ms, tasks, out.receipts)
+        route(req, user, self.users.get(user), now_ms, tasks, out.receipts, self.escalation)
 
     def _expand(self, req: NotificationRequest, out: Routed) -> None:
         """A request for several users becomes one per user, each on that user's partition."""

@@ -16,15 +16,15 @@ from schemas.task import DeliveryTask
 DEFAULT_CHANNELS: tuple[str, ...] = ("push", "inapp")
 # A critical notification whose channel fails or has no target goes on down its chain.
 # Per type; "*" for every other critical type.
-DEFAULT_ESCALATION: dict[str, tuple[str, ...]] = {"*": ("push", "sms")}
+DEFAULT_ESCALATION: dict[str, list[str]] = {"*": ["push", "sms"]}
 
 
 def escalation_channel(type_: str, priority: str, failed: str,
-                       chains: dict[str, tuple[str, ...]] = DEFAULT_ESCALATION) -> str | None:
+                       chains: dict[str, list[str]] = DEFAULT_ESCALATION) -> str | None:
     """The channel to try after ``failed`` for a critical notification; None otherwise."""
     if priority != "critical":
         return None
-    chain = chains.get(type_) or chains.get("*") or ()
+    chain = chains.get(type_) or chains.get("*") or []
     if failed not in chain:
         return None
     i = chain.index(failed)
@@ -88,6 +88,7 @@ def route(
     now_ms: int,
     tasks: list[DeliveryTask],
     receipts: list[Receipt],
+    chains: dict[str, list[str]] = DEFAULT_ESCALATION,
 ) -> None:
     """Append the tasks to send and the receipts of what is not sent (preference, no target)."""
     channels = req.channels or DEFAULT_CHANNELS
@@ -103,7 +104,7 @@ def route(
             continue
         if ch == "push":
             if not row.devices:
-                nxt = escalation_channel(req.type, req.priority, "push")
+                nxt = escalation_channel(req.type, req.priority, "push", chains)
                 if nxt == "sms" and "sms" not in channels and row.phone and row.channel_on("sms"):
                     receipts.append(receipt(req, user, ch, Outcome.NO_TARGET,
                                             "no active device; escalated to sms", now_ms))

@@ -13,6 +13,7 @@ import time
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from notiflow.config import Settings
+from notiflow.metrics import DEAD_LETTERS, DELIVERIES, MARKERS_UNAVAILABLE, RETRIES
 from notiflow.topics import CRITICAL, DEVICES, DLQ, RECEIPTS, REJECTED, RETRY, name, partition_for
 from operators.backoff import BackoffPolicy
 from operators.partition import KIND_NAMES, Routed
@@ -24,6 +25,20 @@ from sinks.markers import SentMarkers
 from sinks.results import SendResult
 
 log = logging.getLogger(__name__)
+
+
+def count(s) -> None:
+    """Metrics of one settled batch."""
+    by: dict[tuple[str, str, str], int] = {}
+    for r in s.receipts:
+        k = (r.channel, r.provider, r.outcome)
+        by[k] = by.get(k, 0) + 1
+    for k, n in by.items():
+        DELIVERIES.labels(*k).inc(n)
+    for env in s.retry:
+        RETRIES.labels(env.task.channel, env.task.provider).inc()
+    for env in s.dead:
+        DEAD_LETTERS.labels(env.task.channel).inc()
 
 
 def _now_ms() -> int:
@@ -54,14 +69,18 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
         t0 = time.perf_counter()
         done: list[DeliveryTask] = []
         if self._markers is not None:
+            seen = self._markers.unavailable
             tasks, done = self._markers.unsent(tasks)
+            if self._markers.unavailable != seen:
+                MARKERS_UNAVAILABLE.inc()
         results = self._sender.send(tasks) if tasks else []
         results += [SendResult(t, "duplicate", "already sent (sent-marker)") for t in done]
         if self._markers is not None:
             self._markers.mark([r.task for r in results if r.status == "sent"])
         now = _now_ms()
-        s = settle(results, now, self._policy, self._rng)
+        s = settle(results, now, self._policy, self._rng, self._cfg.escalation)
         produce_receipts(self._prod, self._receipts, s.receipts, self._cfg.receipts_batch_rows)
+        count(s)
         parts = self._cfg.partitions
         for key, value, user in s.retire:
             produce(self._prod, self._devices, key, value, partition_for(user, parts))

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from notiflow.config import Settings
 from operators.backoff import BackoffPolicy
 from operators.retry_plan import plan_retry
-from operators.routing import escalation_channel
+from operators.routing import DEFAULT_ESCALATION, escalation_channel
 from schemas.device import Device, device_key, encode_device
 from schemas.receipt import Outcome, Receipt
 from schemas.request import NotificationRequest, encode_request
@@ -87,12 +87,6 @@ class PushSender:
             out += results
         return out
 
-
-def _escalate(out: Settled, t: DeliveryTask) -> None:
-    nxt = escalation_channel(t.type, t.priority, t.channel)
-    if nxt is not None:
-        out.escalate.append((t.user_id, escalation_request(t, nxt)))
-
     def close(self) -> None:
         self._transport.close()
 
@@ -144,7 +138,7 @@ def _receipt(t: DeliveryTask, outcome: Outcome, reason: str, now_ms: int) -> Rec
 
 
 def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
-           rng: random.Random) -> Settled:
+           rng: random.Random, escalation: dict[str, list[str]] | None = None) -> Settled:
     """Receipts for terminal outcomes; retries planned (or dead-lettered) for retryable
     ones; push tokens the provider says are gone, to retire on notify.devices."""
     out = Settled()
@@ -154,7 +148,7 @@ def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
             env = plan_retry(t, t.provider, r.reason, r.retry_after, now_ms, policy, rng)
             if env.dead_reason:
                 out.dead.append(env)
-                _escalate(out, t)
+                _escalate(out, t, escalation)
                 outcome = (Outcome.EXPIRED if env.dead_reason.startswith("expired")
                            else Outcome.DEAD_LETTERED)
                 out.receipts.append(_receipt(t, outcome, f"{env.dead_reason}: {r.reason}", now_ms))
@@ -163,7 +157,7 @@ def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
             continue
         out.receipts.append(_receipt(t, _OUTCOME.get(r.status, Outcome.FAILED), r.reason, now_ms))
         if r.status in ("failed", "invalid_target"):
-            _escalate(out, t)
+            _escalate(out, t, escalation)
         if r.status == "invalid_target" and t.channel == "push":
             d = Device(user_id=t.user_id, token_id=t.target_id, platform=t.provider,
                        token=t.address, active=False)
@@ -171,7 +165,7 @@ def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
     return out
 
 
-def _escalate(out: Settled, t: DeliveryTask) -> None:
-    nxt = escalation_channel(t.type, t.priority, t.channel)
+def _escalate(out: Settled, t: DeliveryTask, chains: dict[str, list[str]] | None) -> None:
+    nxt = escalation_channel(t.type, t.priority, t.channel, chains or DEFAULT_ESCALATION)
     if nxt is not None:
         out.escalate.append((t.user_id, escalation_request(t, nxt)))

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 
 import msgspec
-from prometheus_client import Gauge
 
 from notiflow.config import Settings
+from notiflow.metrics import BREAKER_STATE
 from operators.breaker import CircuitBreaker
 from schemas.task import DeliveryTask
 from sinks.results import SendResult
@@ -29,8 +29,6 @@ MODULES = {"sendgrid": "sinks.email_sendgrid", "ses": "sinks.email_ses",
            "mailgun": "sinks.email_mailgun", "twilio": "sinks.sms_twilio",
            "vonage": "sinks.sms_vonage"}
 _STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
-BREAKER_STATE = Gauge("notiflow_breaker_state", "circuit breaker: 0 closed, 1 half-open, 2 open",
-                      ["provider"])
 
 
 def _on_change(old: str, new: str, provider: str) -> None:

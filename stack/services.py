@@ -268,7 +268,9 @@ def start_flow(lane: str, env: dict[str, str], *, processes: int = 1, workers: i
     try:
         for i in range(processes):
             argv = base + (["-i", str(i), "-a", addrs] if processes > 1 else [])
-            svc = Service(f"flow-{lane}-{i}", argv, env=env, log_dir=log_dir)
+            mport = free_port()
+            svc = Service(f"flow-{lane}-{i}", argv, env={**env, "NOTIFLOW_METRICS_PORT": str(mport)},
+                          log_dir=log_dir, url=f"http://127.0.0.1:{mport}/metrics")
             out.append(svc.start(lambda: True))  # spawned; the settle check is below
         t0 = time.monotonic()
         while time.monotonic() - t0 < settle_s:

@@ -373,3 +373,9 @@ def test_pipeline_email_fails_over_and_breaker_opens_then_closes(stack, flows, p
     producer.flush(10)
     rows = receipts_for(stack, [probe], want=1)
     assert (rows[0][2], rows[0][4]) == ("sendgrid", "sent")
+    # the breaker's state is visible: logs and the flow's Prometheus metrics
+    main = next(f for f in flows if f.name == "flow-main-0")
+    metrics = httpx.get(main.url, timeout=5).text
+    assert 'notiflow_breaker_state{provider="sendgrid"} 0.0' in metrics
+    assert 'notiflow_deliveries_total{channel="email",outcome="sent",provider="ses"}' in metrics
+    assert "circuit breaker sendgrid: closed -> open" in main.log_path.read_text()
