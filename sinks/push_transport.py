@@ -3,11 +3,13 @@
 DESIGN.md measured client CPU per request: httpx over HTTP/2 ~750 µs, libcurl (pycurl)
 with HTTP/2 multiplexing ~15 µs.  ``CurlTransport`` sends a whole batch multiplexed on one
 connection per host and returns every status; ``HttpxTransport`` is the simple reference
-(``make bench`` shows both).  Neither is thread-safe: one per sink partition.
+(``make bench`` shows both).  Neither is thread-safe: one per sink partition (both refuse
+to be called from a second thread).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Protocol
@@ -20,33 +22,53 @@ class HttpReq:
     url: str
     headers: list[tuple[str, str]]
     body: bytes
+    method: str = "POST"
 
 
 @dataclass(slots=True)
 class HttpResp:
     status: int  # 0 when there was no HTTP answer (see error)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names: _KEEP only
     body: bytes = b""
     error: str | None = None  # connection error / timeout
 
 
 class PushTransport(Protocol):
-    def send(self, reqs: list[HttpReq]) -> list[HttpResp]: ...
+    def send(self, reqs: list[HttpReq]) -> list[HttpResp]:
+        """Send every request (concurrently where the transport can); one answer each, in
+        order.  Never raises for a request's own failure: that is ``HttpResp.error``."""
+        ...
+
     def close(self) -> None: ...
 
 
 _KEEP = ("apns-id", "retry-after")
 
 
-class CurlTransport:
-    """libcurl multi handle: HTTP/2 (h2c prior knowledge for http://, ALPN for https://)."""
+class _OneThread:
+    """Fails loudly when a transport is shared between threads (sink partitions)."""
+
+    _owner: int | None = None
+
+    def _check_thread(self) -> None:
+        me = threading.get_ident()
+        if self._owner is None:
+            self._owner = me
+        elif self._owner != me:
+            raise RuntimeError(f"{type(self).__name__} is used from two threads: "
+                               "make one per sink partition")
+
+
+class CurlTransport(_OneThread):
+    """libcurl multi handle: HTTP/2 (h2c prior knowledge for http://, ALPN for https://),
+    every request of a batch multiplexed on one connection per host (PIPEWAIT)."""
 
     # Streams in flight per round: above a few hundred, libcurl spends more CPU juggling
     # pending streams than it saves (measured: 100 -> 35 µs, 1000 -> 43 µs a request).
     def __init__(self, timeout_s: float = 10.0, max_streams: int = 250) -> None:
         import pycurl
 
-        self._pycurl = pycurl
+        self._pc = pycurl
         self._timeout_ms = int(timeout_s * 1000)
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
@@ -55,10 +77,12 @@ class CurlTransport:
         if hasattr(pycurl, "M_MAX_CONCURRENT_STREAMS"):
             self._multi.setopt(pycurl.M_MAX_CONCURRENT_STREAMS, max_streams)
         self._max_streams = max_streams
-        self._free: list = []
+        self._free: list = []  # easy handles kept between batches (connection state is in multi)
+        self._custom: set[int] = set()  # ids of handles with CUSTOMREQUEST set
+        self._closed = False
 
     def _handle(self):
-        pc = self._pycurl
+        pc = self._pc
         if self._free:
             return self._free.pop()
         c = pc.Curl()
@@ -70,62 +94,92 @@ class CurlTransport:
         return c
 
     def send(self, reqs: list[HttpReq]) -> list[HttpResp]:
+        self._check_thread()
+        if self._closed:
+            raise RuntimeError("CurlTransport is closed")
         out: list[HttpResp] = []
         for i in range(0, len(reqs), self._max_streams):
             out += self._send(reqs[i : i + self._max_streams])
         return out
 
+    def _prepare(self, c, r: HttpReq, buf: BytesIO, hdrs: dict[str, str]) -> None:
+        pc = self._pc
+        c.setopt(pc.URL, r.url)
+        c.setopt(pc.HTTP_VERSION, pc.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+                 if r.url.startswith("http://") else pc.CURL_HTTP_VERSION_2TLS)
+        # "Expect:" stops libcurl's 100-continue wait should a host fall back to HTTP/1.1
+        c.setopt(pc.HTTPHEADER, [f"{k}: {v}" for k, v in r.headers] + ["Expect:"])
+        c.setopt(pc.POSTFIELDS, r.body)
+        if r.method != "POST":
+            c.setopt(pc.CUSTOMREQUEST, r.method)
+            self._custom.add(id(c))
+        elif id(c) in self._custom:
+            c.unsetopt(pc.CUSTOMREQUEST)
+            self._custom.discard(id(c))
+        c.setopt(pc.WRITEDATA, buf)
+        c.setopt(pc.HEADERFUNCTION, _header_collector(hdrs))
+
     def _send(self, reqs: list[HttpReq]) -> list[HttpResp]:
-        pc = self._pycurl
+        pc = self._pc
         m = self._multi
-        handles = []
-        for r in reqs:
-            c = self._handle()
-            buf = BytesIO()
-            hdrs: dict[str, str] = {}
-            c.setopt(pc.URL, r.url)
-            c.setopt(pc.HTTP_VERSION, pc.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
-                     if r.url.startswith("http://") else pc.CURL_HTTP_VERSION_2TLS)
-            c.setopt(pc.HTTPHEADER, [f"{k}: {v}" for k, v in r.headers])
-            c.setopt(pc.POSTFIELDS, r.body)
-            c.setopt(pc.WRITEDATA, buf)
-            c.setopt(pc.HEADERFUNCTION, _header_collector(hdrs))
-            m.add_handle(c)
-            handles.append((c, buf, hdrs))
-        by_handle = {id(c): k for k, (c, _, _) in enumerate(handles)}
+        handles: list[tuple] = []
+        active: dict[int, int] = {}  # id(handle) -> index, while added to the multi handle
         errors: dict[int, str] = {}
-        remaining = len(handles)
-        while remaining:
-            while m.perform()[0] == pc.E_CALL_MULTI_PERFORM:
-                pass
-            while True:
-                _queued, ok, bad = m.info_read()
-                for c in ok:
+        try:
+            for r in reqs:
+                c = self._handle()
+                buf = BytesIO()
+                hdrs: dict[str, str] = {}
+                handles.append((c, buf, hdrs))  # owned by this batch from here on
+                self._prepare(c, r, buf, hdrs)
+                m.add_handle(c)
+                active[id(c)] = len(handles) - 1
+            while active:
+                while m.perform()[0] == pc.E_CALL_MULTI_PERFORM:
+                    pass
+                while True:
+                    queued, ok, bad = m.info_read()
+                    for c in ok:
+                        m.remove_handle(c)
+                        del active[id(c)]
+                    for c, _errno, msg in bad:
+                        errors[active.pop(id(c))] = msg or f"curl error {_errno}"
+                        m.remove_handle(c)
+                    if not queued:
+                        break
+                if active:
+                    m.select(0.05)
+            out = []
+            for k, (c, buf, hdrs) in enumerate(handles):
+                if k in errors:
+                    out.append(HttpResp(0, {}, b"", errors[k]))
+                else:
+                    out.append(HttpResp(c.getinfo(pc.RESPONSE_CODE), hdrs, buf.getvalue()))
+            return out
+        finally:
+            # never leak a handle: out of the multi handle, back to the free list
+            for c, _, _ in handles:
+                if id(c) in active:
                     m.remove_handle(c)
-                    remaining -= 1
-                for c, _errno, msg in bad:
-                    errors[by_handle[id(c)]] = msg
-                    m.remove_handle(c)
-                    remaining -= 1
-                if not _queued:
-                    break
-            if remaining:
-                m.select(0.05)
-        out = []
-        for k, (c, buf, hdrs) in enumerate(handles):
-            if k in errors:
-                out.append(HttpResp(0, {}, b"", errors[k]))
-            else:
-                out.append(HttpResp(c.getinfo(pc.RESPONSE_CODE), hdrs, buf.getvalue()))
-            c.setopt(pc.WRITEDATA, BytesIO())  # drop references to this batch's buffers
-            self._free.append(c)
-        return out
+                c.setopt(pc.WRITEDATA, _SINK)  # drop references to this batch's buffers
+                c.setopt(pc.HEADERFUNCTION, _ignore)
+                self._free.append(c)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for c in self._free:
             c.close()
         self._free.clear()
         self._multi.close()
+
+
+_SINK = BytesIO()
+
+
+def _ignore(_line: bytes) -> None:
+    return None
 
 
 def _header_collector(into: dict[str, str]):
@@ -138,8 +192,9 @@ def _header_collector(into: dict[str, str]):
     return collect
 
 
-class HttpxTransport:
-    """httpx with HTTP/2: simple and slow (~750 µs CPU a request); for low volume and bench."""
+class HttpxTransport(_OneThread):
+    """httpx with HTTP/2 (prior knowledge over cleartext: ``http1=False``): simple and slow
+    (~750 µs CPU a request, one request at a time); the reference for ``make bench``."""
 
     def __init__(self, timeout_s: float = 10.0) -> None:
         import httpx
@@ -148,10 +203,11 @@ class HttpxTransport:
         self._c = httpx.Client(http1=False, http2=True, timeout=timeout_s)
 
     def send(self, reqs: list[HttpReq]) -> list[HttpResp]:
+        self._check_thread()
         out = []
         for r in reqs:
             try:
-                resp = self._c.post(r.url, headers=r.headers, content=r.body)
+                resp = self._c.request(r.method, r.url, headers=r.headers, content=r.body)
                 out.append(HttpResp(resp.status_code,
                                     {k: resp.headers[k] for k in _KEEP if k in resp.headers},
                                     resp.content))
@@ -163,28 +219,38 @@ class HttpxTransport:
         self._c.close()
 
 
-def send_checked(transport: PushTransport, tasks: list, build, classify, max_payload: int,
-                 provider: str) -> list:
-    """Build every request, fail the oversized ones before any network call (like gorush's
-    CheckMessage), send the rest as one multiplexed batch and classify each answer."""
-    from sinks import results as R
-
-    out = []
-    ok = []
-    reqs: list[HttpReq] = []
-    for t in tasks:
-        req = build(t)
-        if len(req.body) > max_payload:
-            out.append(R.failed(t, f"{provider} payload {len(req.body)} bytes > {max_payload}"))
-            continue
-        ok.append(t)
-        reqs.append(req)
-    if reqs:
-        out += [classify(t, r) for t, r in zip(ok, transport.send(reqs), strict=True)]
-    return out
+TRANSPORTS = {"curl": CurlTransport, "httpx": HttpxTransport}
 
 
 def make_transport(cfg: Settings) -> PushTransport:
-    if cfg.push_transport == "httpx":
-        return HttpxTransport(cfg.push_timeout_s)
-    return CurlTransport(cfg.push_timeout_s)
+    """The transport ``cfg.push_transport`` names (curl | httpx): one per sink partition."""
+    try:
+        cls = TRANSPORTS[cfg.push_transport]
+    except KeyError:
+        raise ValueError(f"push_transport must be one of {sorted(TRANSPORTS)}, "
+                         f"not {cfg.push_transport!r}") from None
+    return cls(cfg.push_timeout_s)
+
+
+def send_checked(transport: PushTransport, tasks: list, build, classify,
+                 check) -> list:
+    """Build every request, fail the invalid ones before any network call (like gorush's
+    CheckMessage: ``check(task, req)`` returns why, or None), send the rest as one
+    multiplexed batch and classify each answer.  Results come back in the order of ``tasks``."""
+    from sinks import results as R
+
+    out: list = [None] * len(tasks)
+    idx: list[int] = []
+    reqs: list[HttpReq] = []
+    for i, t in enumerate(tasks):
+        req = build(t)
+        problem = check(t, req)
+        if problem is not None:
+            out[i] = R.failed(t, problem)
+            continue
+        idx.append(i)
+        reqs.append(req)
+    if reqs:
+        for i, resp in zip(idx, transport.send(reqs), strict=True):
+            out[i] = classify(tasks[i], resp)
+    return out

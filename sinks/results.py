@@ -1,26 +1,33 @@
 """The one classification of a send, shared by every provider module.
 
+Every provider answer (HTTP status, error body, library exception, connection error) is
+classified once, in its provider module, into one of these statuses; the sink then only
+switches on ``status`` (receipts, retry topic, token deactivation):
+
 ``sent``: the provider accepted it.  ``retry``: 429/5xx/timeout/connection error (may carry
-``retry_after`` seconds).  ``failed``: permanent (bad request, invalid number).
+``retry_after`` seconds: honour it).  ``failed``: permanent (bad request, invalid number).
 ``invalid_target``: the token/address is gone: deactivate it, never retry.
 ``unsubscribed``: the recipient opted out at the provider (SMS STOP): respect it.
-``duplicate``: the sink's sent-marker says it was already delivered.
+``duplicate``: the sink's sent-marker says it was already delivered (not a provider answer).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from schemas.task import DeliveryTask
+
+Status = Literal["sent", "retry", "failed", "invalid_target", "unsubscribed", "duplicate"]
 
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
     task: DeliveryTask
-    status: str  # sent | retry | failed | invalid_target | unsubscribed | duplicate
+    status: Status
     reason: str = ""
-    retry_after: float | None = None
-    provider_ref: str | None = None
+    retry_after: float | None = None  # seconds, when the provider said how long to wait
+    provider_ref: str | None = None  # apns-id, FCM message name, Twilio SM… sid
 
 
 def sent(t: DeliveryTask, ref: str | None = None) -> SendResult:

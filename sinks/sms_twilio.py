@@ -1,30 +1,42 @@
-"""Twilio Messages through the ``twilio`` library.
+"""Twilio Messages through the ``twilio`` library (9.x).
 
-SMS is rate-bound by the provider (a US long code sends 1 segment/s), so requests go one
-by one; one failure never stops the others.  The notification id rides on StatusCallback
-(``?nid=``) so delivery callbacks can be matched.
+SMS is rate-bound by the provider (a US long code sends 1 segment/s; DESIGN.md), so SDK
+overhead does not matter and requests go one by one; one task's failure never stops the
+others.  The notification id rides on StatusCallback (``?nid=``) so delivery callbacks can
+be matched.  Pointing the library at the sandbox: ``client.api.base_url`` (the Api domain
+joins it with each resource path; checked against twilio 9.13), with edge/region cleared
+so ``TWILIO_EDGE``/``TWILIO_REGION`` cannot rewrite a non-twilio.com host.
 Errors: https://www.twilio.com/docs/api/errors
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import logging
+from urllib.parse import quote, urlsplit
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from notiflow.config import Settings
 from schemas.task import DeliveryTask
 from sinks import results as R
 
-FAILED_CODES = {21211, 21614, 21408, 21602, 21612}
-UNSUBSCRIBED_CODES = {21610}
-RETRY_CODES = {20429, 21611}
+log = logging.getLogger(__name__)
+
+UNSUBSCRIBED_CODES = frozenset({21610})  # the recipient replied STOP
+RETRY_CODES = frozenset({20429, 21611})  # too many requests; sender queue over 10 h
+# everything else is permanent: 21211 invalid To, 21614 not a mobile number, 20003 auth…
 
 
 def make_client(cfg: Settings) -> Client:
-    c = Client(cfg.twilio_account_sid, cfg.twilio_auth_token.get_secret_value())
-    c.api.base_url = cfg.twilio_url  # the sandbox locally; api.twilio.com by default
+    """The library's client pointed at ``cfg.twilio_url`` (no I/O until the first send)."""
+    c = Client(cfg.twilio_account_sid, cfg.twilio_auth_token.get_secret_value(),
+               http_client=TwilioHttpClient(timeout=cfg.failover_timeout_s))
+    host = urlsplit(cfg.twilio_url).hostname or ""
+    if not host.endswith("twilio.com"):
+        c.edge = c.region = None  # they would rewrite the sandbox's host name
+    c.api.base_url = cfg.twilio_url.rstrip("/")
     return c
 
 
@@ -34,7 +46,17 @@ def body_of(t: DeliveryTask) -> str:
     return t.body or t.title or ""
 
 
+def status_callback(t: DeliveryTask, cfg: Settings) -> str:
+    """Where Twilio reports delivery, tagged with the notification id.  The base is
+    ``cfg.sms_status_callback_url`` when the settings have one, else ``{twilio_url}/sms/status``
+    (the sandbox; a real deployment needs its own webhook)."""
+    base = getattr(cfg, "sms_status_callback_url", "") or f"{cfg.twilio_url.rstrip('/')}/sms/status"
+    return f"{base}?nid={quote(t.notification_id, safe='')}"
+
+
 def classify_error(t: DeliveryTask, e: TwilioRestException) -> R.SendResult:
+    """A TwilioRestException -> SendResult: 21610 unsubscribed; 20429/21611/429/5xx retry;
+    the rest (21211, 21614, auth…) failed."""
     text = f"twilio {e.status} {e.code}: {e.msg}"
     if e.code in UNSUBSCRIBED_CODES:
         return R.unsubscribed(t, text)
@@ -43,16 +65,20 @@ def classify_error(t: DeliveryTask, e: TwilioRestException) -> R.SendResult:
     return R.failed(t, text)
 
 
+def send_one(client: Client, t: DeliveryTask, cfg: Settings) -> R.SendResult:
+    try:
+        m = client.messages.create(to=t.address, from_=cfg.sms_from, body=body_of(t),
+                                   status_callback=status_callback(t, cfg))
+        return R.sent(t, m.sid)
+    except TwilioRestException as e:
+        return classify_error(t, e)
+    except (TwilioException, OSError) as e:  # requests' connection errors/timeouts are OSError
+        return R.retry(t, f"twilio connection: {type(e).__name__}: {e}")
+    except Exception as e:  # one task's surprise never aborts the others; retries are bounded
+        log.exception("twilio send failed unexpectedly")
+        return R.retry(t, f"twilio unexpected: {type(e).__name__}: {e}")
+
+
 def send(client: Client, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
-    out: list[R.SendResult] = []
-    callback = f"{cfg.twilio_url}/sms/status"
-    for t in tasks:
-        try:
-            m = client.messages.create(to=t.address, from_=cfg.sms_from, body=body_of(t),
-                                       status_callback=f"{callback}?nid={quote(t.notification_id)}")
-            out.append(R.sent(t, m.sid))
-        except TwilioRestException as e:
-            out.append(classify_error(t, e))
-        except (TwilioException, OSError) as e:  # connection errors, timeouts
-            out.append(R.retry(t, f"twilio connection: {e}"))
-    return out
+    """One Messages.create per task, in order (provider-rate-bound: sequential is enough)."""
+    return [send_one(client, t, cfg) for t in tasks]

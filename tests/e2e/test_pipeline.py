@@ -64,6 +64,9 @@ def put_user(producer, user, *, devices=(), **settings):
         producer.produce("notify.devices", orjson.dumps({
             "v": 1, "user_id": user, "token_id": token_id, "platform": platform,
             "token": token, "active": True}), f"{user}:{token_id}".encode(), partition=p)
+    # acknowledged before any request is published: the order the flow promises to keep
+    # (Kafka orders nothing across partitions, not even from one producer)
+    producer.flush(10)
 
 
 def send(producer, user, nid, *, topic="notify.requests", raw: bytes | None = None, **fields):

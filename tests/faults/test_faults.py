@@ -34,6 +34,7 @@ def test_fault_kill9_flow_mid_run_delivers_each_push_once(stack, flows, producer
     us = users(run + "u", 200)
     for u in us:
         put_device_user(producer, u)
+    producer.flush(10)  # users before their notifications
     ids = []
     kills = 0
     for i in range(3000):
@@ -58,6 +59,7 @@ def test_fault_provider_down_then_back_delivers_everything(stack, flows, produce
     us = users(run + "u", 50)
     for u in us:
         put_device_user(producer, u, platform="fcm")
+    producer.flush(10)  # users before their notifications
     sandbox.faults("fcm", status=503, rate=1.0)
     ids = [f"{run}{i}" for i in range(300)]
     for i, nid in enumerate(ids):
@@ -100,6 +102,7 @@ def test_fault_partial_batch_failure_retries_only_failed_items(stack, flows, pro
     us = users(run + "u", 100)
     for u in us:
         put_device_user(producer, u)
+    producer.flush(10)  # users before their notifications
     sandbox.faults("apns", status=500, rate=0.3, count=150)
     ids = [f"{run}{i}" for i in range(500)]
     for i, nid in enumerate(ids):
@@ -141,6 +144,7 @@ def test_fault_flow_stopped_while_producers_publish(stack, flows, producer, sand
     us = users(run + "u", 100)
     for u in us:
         put_device_user(producer, u)
+    producer.flush(10)  # users before their notifications
     flows.stop("main")
     ids = [f"{run}{i}" for i in range(1000)]
     soon = int(time.time() * 1000) + int((STOP_S + 120) * 1000)
