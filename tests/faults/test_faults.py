@@ -22,7 +22,7 @@ from tests.faults.conftest import (
     wait_for,
 )
 
-STOP_S = float(os.environ.get("NOTIFLOW_FAULT_STOP_S", "20"))
+STOP_S = float(os.environ.get("NOTIFLOW_FAULT_STOP_S", "90"))
 
 
 def users(tag: str, n: int) -> list[str]:
@@ -65,12 +65,15 @@ def test_fault_provider_down_then_back_delivers_everything(stack, flows, produce
     for i, nid in enumerate(ids):
         publish(producer, us[i % len(us)], nid, ["push"])
     producer.flush(10)
-    time.sleep(4)  # FCM is down for these seconds; every send fails and is retried
+    time.sleep(2.5)  # FCM is down; every send fails and waits in the retry flow's timers
+    flows.kill9("retry")  # ...which crashes with retries pending, and comes back
+    flows.start(("retry",))
+    time.sleep(1.5)
     failed_while_down = sandbox.stats()["fcm"]["by_status"].get("503", 0)
     sandbox.clear_faults()
     wait_for(lambda: len(accepted_counts(sandbox, "fcm", run)) >= len(ids), 90)
     got = accepted_counts(sandbox, "fcm", run)
-    row = record("FCM answering 503 for 4 s, then back", failed_while_down, ids, got)
+    row = record("FCM 503 for 4 s + kill -9 of the retry flow", failed_while_down, ids, got)
     assert failed_while_down >= len(ids)
     assert row["lost"] == 0 and row["duplicated"] == 0
     wait_for(lambda: len(sent_counts(stack, run)) >= len(ids), 30)
@@ -121,7 +124,11 @@ def test_fault_redis_restarted_mid_run(stack, flows, producer, sandbox):
 
     run = f"redis-{uuid.uuid4().hex[:6]}-"
     us = users(run + "u", 100)
+    for u in us:
+        put_device_user(producer, u)
+    producer.flush(10)  # users before their notifications
     ids = [f"{run}{i}" for i in range(600)]
+    push_ids = [f"{run}p{i}" for i in range(300)]
     redis_svc = next(s for s in stack.services if s.name == "redis")
     port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
     for i, nid in enumerate(ids[:300]):
@@ -130,12 +137,18 @@ def test_fault_redis_restarted_mid_run(stack, flows, producer, sandbox):
     redis_svc.stop()
     for i, nid in enumerate(ids[300:], start=300):
         publish(producer, us[i % len(us)], nid, ["inapp"])
+    for i, nid in enumerate(push_ids):  # push goes on without sent-markers meanwhile
+        publish(producer, us[i % len(us)], nid, ["push"])
     producer.flush(10)
     time.sleep(3)  # in-app writes fail while Redis is down: they go to notify.retry
     stack.services[stack.services.index(redis_svc)] = start_redis(port=port)
-    wait_for(lambda: len(sent_counts(stack, run)) >= len(ids), 90)
+    wait_for(lambda: all(n in sent_counts(stack, run) for n in ids), 90)
     got = sent_counts(stack, run)
-    row = record("Redis stopped 3 s mid-run, restarted empty", 1, ids, got)
+    row = record("Redis stopped 3 s mid-run: in-app", 1, ids, got)
+    assert row["lost"] == 0 and row["duplicated"] == 0
+    wait_for(lambda: len(accepted_counts(sandbox, "apns", run + "p")) >= len(push_ids), 60)
+    row = record("Redis stopped 3 s mid-run: push (no markers)", 1, push_ids,
+                 accepted_counts(sandbox, "apns", run + "p"))
     assert row["lost"] == 0 and row["duplicated"] == 0
 
 
