@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str = Field("ACsandbox", validation_alias=_env("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr = Field(SecretStr("sandbox"), validation_alias=_env("TWILIO_AUTH_TOKEN"))
     sms_from: str = Field("+15550000000", validation_alias=_env("SMS_FROM"))
+    # Twilio delivery-status webhook (?nid= is appended); empty: the sandbox's own
+    sms_status_callback_url: str = ""
 
     # failover providers (real: https://email.{region}.amazonaws.com, https://api.mailgun.net
     # or https://api.eu.mailgun.net, https://rest.nexmo.com)

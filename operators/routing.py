@@ -6,6 +6,8 @@ and devices, into delivery tasks plus receipts for everything that will not be s
 
 from __future__ import annotations
 
+from operators.escalation import DEFAULT_ESCALATION
+from operators.escalation import escalate as escalation_channel
 from operators.user_state import UserRow
 from schemas.receipt import Outcome, Receipt
 from schemas.request import NotificationRequest
@@ -14,21 +16,6 @@ from schemas.task import DeliveryTask
 # Channels omitted by the producer: the cheap ones.  Email and SMS cost money or attention,
 # so a producer names them.
 DEFAULT_CHANNELS: tuple[str, ...] = ("push", "inapp")
-# A critical notification whose channel fails or has no target goes on down its chain.
-# Per type; "*" for every other critical type.
-DEFAULT_ESCALATION: dict[str, list[str]] = {"*": ["push", "sms"]}
-
-
-def escalation_channel(type_: str, priority: str, failed: str,
-                       chains: dict[str, list[str]] = DEFAULT_ESCALATION) -> str | None:
-    """The channel to try after ``failed`` for a critical notification; None otherwise."""
-    if priority != "critical":
-        return None
-    chain = chains.get(type_) or chains.get("*") or []
-    if failed not in chain:
-        return None
-    i = chain.index(failed)
-    return chain[i + 1] if i + 1 < len(chain) else None
 PROVIDER = {"email": "sendgrid", "sms": "twilio", "inapp": "redis"}
 
 

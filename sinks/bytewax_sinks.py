@@ -21,10 +21,21 @@ from schemas.retry import encode_envelope
 from schemas.task import DeliveryTask
 from sinks.channels import SENDERS, settle
 from sinks.kafka_out import flush, produce, produce_receipts, producer
-from sinks.markers import SentMarkers
+from sinks.markers import SentMarkers, marker_key
 from sinks.results import SendResult
 
 log = logging.getLogger(__name__)
+
+
+def unique_sends(tasks: list[DeliveryTask]) -> tuple[list[DeliveryTask], list[DeliveryTask]]:
+    """(first copy of each (notification, channel, target), the other copies)."""
+    seen: set[str] = set()
+    first, again = [], []
+    for t in tasks:
+        k = marker_key(t)
+        (again if k in seen else first).append(t)
+        seen.add(k)
+    return first, again
 
 
 def count(s) -> None:
@@ -67,10 +78,13 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
         if not tasks:
             return
         t0 = time.perf_counter()
-        done: list[DeliveryTask] = []
+        # a replay can put two copies of one send (one retry chain from before a crash, one
+        # from after) into the same batch, where the markers cannot tell them apart yet
+        tasks, done = unique_sends(tasks)
         if self._markers is not None:
             seen = self._markers.unavailable
-            tasks, done = self._markers.unsent(tasks)
+            tasks, marked = self._markers.unsent(tasks)
+            done += marked
             if self._markers.unavailable != seen:
                 MARKERS_UNAVAILABLE.inc()
         results = self._sender.send(tasks) if tasks else []

@@ -2,7 +2,9 @@
 
     python -m sinks.push_bench [--url http://127.0.0.1:PORT] [-n 20000] [--batch 2000]
 
-Without --url it starts its own sandbox on a free port (and stops it).
+Without --url it starts its own sandbox on a free port (and stops it).  The figures are the
+whole sink path per request: ``apns.build_request`` + transport + ``apns.classify``
+(build and classify are ~3 µs of it); the sandbox runs in its own process.
 """
 
 from __future__ import annotations
