@@ -113,13 +113,9 @@ def error_type(resp: HttpResp) -> tuple[str, str]:
 
 
 def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
-    if resp.error is not None:
-        return R.retry(t, f"ses connection: {resp.error}")
-    if resp.status == 200:
-        try:
-            return R.sent(t, orjson.loads(resp.body).get("MessageId"))
-        except (orjson.JSONDecodeError, AttributeError):
-            return R.sent(t)
+    early = R.answered_ok(t, resp, "ses", "MessageId")
+    if early is not None:
+        return early
     etype, msg = error_type(resp)
     text = f"ses {resp.status} {etype or 'error'}: {msg}".strip()
     after = R.parse_retry_after(resp.headers.get("retry-after"))

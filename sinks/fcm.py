@@ -97,13 +97,9 @@ def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
     """One FCM answer -> SendResult (UNREGISTERED/SENDER_ID_MISMATCH invalid_target;
     QUOTA_EXCEEDED retry >= 60 s unless Retry-After; UNAVAILABLE/INTERNAL/5xx and
     connection errors retry; INVALID_ARGUMENT and the rest failed)."""
-    if resp.error is not None:
-        return R.retry(t, f"fcm connection: {resp.error}")
-    if resp.status == 200:
-        try:
-            return R.sent(t, orjson.loads(resp.body).get("name"))
-        except (orjson.JSONDecodeError, AttributeError):
-            return R.sent(t)
+    early = R.answered_ok(t, resp, "fcm", "name")
+    if early is not None:
+        return early
     code, msg = error_code(resp.body)
     text = f"fcm {resp.status} {code or 'error'}: {msg}".strip()
     if code in INVALID_TOKEN:

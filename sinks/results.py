@@ -58,3 +58,18 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def answered_ok(t: DeliveryTask, resp, provider: str, ref_field: str) -> SendResult | None:
+    """The two answers every JSON HTTP provider shares: no answer at all (retry), and 200
+    with the provider's message id in ``ref_field``.  None: classify the error yourself."""
+    import orjson
+
+    if resp.error is not None:
+        return retry(t, f"{provider} connection: {resp.error}")
+    if resp.status == 200:
+        try:
+            return sent(t, orjson.loads(resp.body).get(ref_field))
+        except (orjson.JSONDecodeError, AttributeError):
+            return sent(t)
+    return None
