@@ -15,7 +15,7 @@ from operators.partition import PartitionProcessor, Record, Routed
 from operators.retry_queue import RetryQueue
 from schemas.retry import RetryEnvelope
 
-Snap = tuple[int, tuple[bytes, dict[int, int]]]
+Snap = tuple[int, dict[str, object]]
 
 
 class PartitionLogic(StatefulBatchLogic[tuple[int, list[Record]], Routed, Snap]):
@@ -41,7 +41,25 @@ class PartitionLogic(StatefulBatchLogic[tuple[int, list[Record]], Routed, Snap])
             if self._proc is None:
                 self._proc = self._new(p)
             out.append(self._proc.process(records, now_ms))
-        return out, StatefulBatchLogic.RETAIN
+        return out + self._tick(now_ms), StatefulBatchLogic.RETAIN
+
+    def _tick(self, now_ms: int) -> list[Routed]:
+        if self._proc is None:
+            return []
+        wake = self._proc.next_wake_ms()
+        if wake is None or wake > now_ms:
+            return []
+        return [self._proc.tick(now_ms)]
+
+    def on_notify(self) -> tuple[list[Routed], bool]:
+        return self._tick(int(time.time() * 1000)), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Routed], bool]:
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        wake = None if self._proc is None else self._proc.next_wake_ms()
+        return None if wake is None else datetime.fromtimestamp(wake / 1000, tz=UTC)
 
     def snapshot(self) -> Snap:
         assert self._proc is not None

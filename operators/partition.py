@@ -98,6 +98,9 @@ class PartitionProcessor:
         except ValidationFailed as e:
             self._reject(REQUEST, key, value, offset, e.reason, now_ms, out)
             return
+        if req.audience is not None:
+            self._fanout(req, value, now_ms, out)
+            return
         if len(req.recipients) > 1:
             self._expand(req, out)
             return
@@ -115,6 +118,11 @@ class PartitionProcessor:
             )
             return
         route(req, user, self.users.get(user), now_ms, tasks, out.receipts, self.escalation)
+
+    def _fanout(self, req: NotificationRequest, value: bytes, now_ms: int, out: Routed) -> None:
+        """An audience request (followers, topic, all): expanded inside the flow."""
+        out.receipts.append(receipt(req, "", "", Outcome.REJECTED,
+                                    "audience: fan-out is not enabled in this build", now_ms))
 
     def _expand(self, req: NotificationRequest, out: Routed) -> None:
         """A request for several users becomes one per user, each on that user's partition."""
@@ -170,13 +178,26 @@ class PartitionProcessor:
                 receipt(None, "", "", Outcome.REJECTED, reason, now_ms, notification_id=nid)
             )
 
-    # -- recovery --------------------------------------------------------------------
-    def snapshot(self) -> tuple[bytes, dict[int, int]]:
-        return (self.users.snapshot(), dict(self.dedup.expiry))
+    # -- time ------------------------------------------------------------------------
+    def tick(self, now_ms: int) -> Routed:
+        """Work that is due by the clock, not by a new record: held notifications whose
+        quiet hours or send_at have passed, bundles whose window closed, the next chunk of a
+        fan-out.  Called by the engine at ``next_wake_ms()`` and after every batch."""
+        out = Routed()
+        return out
 
-    def restore(self, snap: tuple[bytes, dict[int, int]]) -> None:
-        blob, expiry = snap
-        self.users = UserState.restore(blob)
+    def next_wake_ms(self) -> int | None:
+        """When ``tick`` has work next (epoch ms), or None."""
+        return None
+
+    # -- recovery --------------------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        """Plain values only (Bytewax pickles them); one entry a component."""
+        return {"users": self.users.snapshot(), "dedup": dict(self.dedup.expiry)}
+
+    def restore(self, snap: dict[str, object]) -> None:
+        self.users = UserState.restore(snap["users"])  # type: ignore[arg-type]
+        expiry: dict[int, int] = snap["dedup"]  # type: ignore[assignment]
         self.dedup.expiry = dict(sorted(expiry.items(), key=lambda kv: kv[1]))
 
 

@@ -8,8 +8,16 @@ Example::
      "title": "New like", "body": "Ann liked your photo", "data": {"photo": "9"},
      "created_at": 1764050000000, "expires_at": 1764136400000}
 
-Times are epoch milliseconds (UTC).  ``channels`` omitted means every channel the user
-has on.  ``template`` + ``data`` may replace ``title``/``body``.
+Times are epoch milliseconds (UTC).  ``channels`` omitted means the default channels
+(push + in-app).  ``template`` + ``data`` may replace ``title``/``body``.
+
+Instead of ``recipients`` a request can name an ``audience``, expanded inside the flow::
+
+    {"audience": {"kind": "followers", "id": "u42"}}   # everyone following user u42
+    {"audience": {"kind": "topic", "id": "sports"}}    # subscribers of a topic
+    {"audience": {"kind": "all"}}                       # a broadcast (combine with send_at)
+
+``send_at`` (epoch ms, future) holds the notification until then, like quiet hours do.
 """
 
 from __future__ import annotations
@@ -36,11 +44,27 @@ class DedupParts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     object: str = ""
 
 
+AudienceKind = Literal["followers", "topic", "all"]
+
+
+class Audience(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who a fan-out reaches: followers of a user, subscribers of a topic, or everyone."""
+
+    kind: AudienceKind
+    id: str = ""  # the followed user id, or the topic name; empty for "all"
+    # push/in-app now only to members active recently; the rest read a pull-on-read entry
+    hybrid: bool = True
+
+    def key(self) -> str:
+        """The audience's name in state and Redis: "followers:u42", "topic:sports", "all"."""
+        return self.kind if self.kind == "all" else f"{self.kind}:{self.id}"
+
+
 class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     type: str
-    recipients: list[str]
     created_at: int
+    recipients: list[str] = []
     v: int = 1
     priority: Priority = "normal"
     channels: list[Channel] | None = None
@@ -51,6 +75,8 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     template: str | None = None
     data: dict[str, Any] | None = None
     expires_at: int | None = None
+    audience: Audience | None = None
+    send_at: int | None = None  # epoch ms: hold until then
 
     def dedup_key(self, recipient: str) -> str:
         """type + actor + object + recipient; without dedup parts, the request id stands in."""
@@ -80,8 +106,18 @@ def check_request(req: NotificationRequest) -> None:
         raise ValidationFailed("id: must not be empty")
     if not _TYPE_RE.match(req.type):
         raise ValidationFailed(f"type: {req.type!r} is not a dotted lower-case name like 'social.like'")
-    if not req.recipients:
-        raise ValidationFailed("recipients: must name at least one user id")
+    if req.audience is not None:
+        if req.recipients:
+            raise ValidationFailed("recipients: give either recipients or audience, not both")
+        a = req.audience
+        if a.kind == "all" and a.id:
+            raise ValidationFailed("audience.id: must be empty for kind 'all'")
+        if a.kind != "all" and not a.id:
+            raise ValidationFailed(f"audience.id: required for kind {a.kind!r}")
+        if len(a.id.encode()) > 200:
+            raise ValidationFailed("audience.id: at most 200 bytes")
+    elif not req.recipients:
+        raise ValidationFailed("recipients: must name at least one user id (or give an audience)")
     if len(req.recipients) > MAX_RECIPIENTS:
         raise ValidationFailed(
             f"recipients: {len(req.recipients)} is over {MAX_RECIPIENTS}; name an audience instead"
@@ -97,6 +133,11 @@ def check_request(req: NotificationRequest) -> None:
         raise ValidationFailed("created_at: must be epoch milliseconds > 0")
     if req.expires_at is not None and req.expires_at <= req.created_at:
         raise ValidationFailed("expires_at: must be after created_at")
+    if req.send_at is not None:
+        if req.send_at <= 0:
+            raise ValidationFailed("send_at: must be epoch milliseconds > 0")
+        if req.expires_at is not None and req.send_at >= req.expires_at:
+            raise ValidationFailed("send_at: must be before expires_at")
     if req.collapse_key is not None and len(req.collapse_key.encode()) > 64:
         raise ValidationFailed("collapse_key: at most 64 bytes (the APNs limit)")
 

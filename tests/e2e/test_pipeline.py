@@ -192,7 +192,7 @@ def test_pipeline_deduplicates_a_repeated_request(stack, flows, producer, sandbo
 BAD = {
     "malformed": (b'{"id": "x", "type": ', "payload: not valid JSON"),
     "missing": (b'{"v":1,"id":"bad-missing","type":"a.b","body":"x","created_at":1}',
-                "recipients: required field is missing"),
+                "recipients: must name at least one user id"),
     "channel": (b'{"v":1,"id":"bad-chan","type":"a.b","body":"x","created_at":1,'
                 b'"recipients":["u"],"channels":["pigeon"]}', "channels[0]: Invalid enum value"),
     "types": (b'{"v":1,"id":"bad-types","type":"a.b","body":"x","created_at":"yesterday",'

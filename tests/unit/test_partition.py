@@ -97,7 +97,7 @@ def test_partition_dedup_drops_repeat_of_same_event(proc):
 
 @pytest.mark.parametrize(("raw", "reason"), [
     (b"{not json", "payload: not valid JSON"),
-    (b'{"id":"n1","type":"a.b","created_at":1,"body":"x"}', "recipients: required field is missing"),
+    (b'{"id":"n1","type":"a.b","created_at":1,"body":"x"}', "recipients: must name at least one user id"),
     (b'{"id":"n1","type":"a.b","created_at":1,"body":"x","recipients":["u"],"channels":["fax"]}',
      "channels[0]: Invalid enum value 'fax'"),
     (b'{"id":"n1","type":7,"created_at":1,"body":"x","recipients":["u"]}',
