@@ -71,10 +71,13 @@ def partition_logic(cfg: Settings, lane: str):
     return lambda resume: PartitionLogic(cfg, lane, resume)
 
 
-class RetryWaitLogic(StatefulBatchLogic[RetryEnvelope, list[RetryEnvelope], list[bytes]]):
+RetrySnap = tuple[list[bytes], list]
+
+
+class RetryWaitLogic(StatefulBatchLogic[RetryEnvelope, list[RetryEnvelope], RetrySnap]):
     """Holds retries until they are due, on Bytewax timers (state survives restarts)."""
 
-    def __init__(self, resume: list[bytes] | None) -> None:
+    def __init__(self, resume: RetrySnap | None) -> None:
         self._q = RetryQueue.restore(resume) if resume else RetryQueue()
 
     def _due(self) -> tuple[list[list[RetryEnvelope]], bool]:
@@ -96,9 +99,9 @@ class RetryWaitLogic(StatefulBatchLogic[RetryEnvelope, list[RetryEnvelope], list
         due = self._q.next_due_ms()
         return None if due is None else datetime.fromtimestamp(due / 1000, tz=UTC)
 
-    def snapshot(self) -> list[bytes]:
+    def snapshot(self) -> RetrySnap:
         return self._q.snapshot()
 
 
-def retry_wait_logic(resume: list[bytes] | None) -> RetryWaitLogic:
+def retry_wait_logic(resume: RetrySnap | None) -> RetryWaitLogic:
     return RetryWaitLogic(resume)

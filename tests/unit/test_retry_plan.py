@@ -56,3 +56,23 @@ def test_retry_queue_releases_in_due_order_and_survives_snapshot():
     q2 = RetryQueue.restore(q.snapshot())
     assert [e.task.notification_id for e in q2.due(1_000)] == ["n200", "n300"]
     assert q2.next_due_ms() is None
+
+
+def test_retry_queue_admits_each_attempt_of_a_chain_once_even_after_restore():
+    """A crash replays the retry topic: the same attempt arriving twice must not fork the chain."""
+    q = RetryQueue()
+    a2 = RetryEnvelope(task=msgspec.structs.replace(T, attempt=2), due_ms=100, deadline_ms=50_000)
+    assert q.add(a2)
+    q2 = RetryQueue.restore(q.snapshot())
+    assert not q2.add(a2) and q2.dropped == 1  # the replayed copy
+    assert len(q2) == 1
+    a3 = RetryEnvelope(task=msgspec.structs.replace(T, attempt=3), due_ms=200, deadline_ms=50_000)
+    assert q2.add(a3)
+    # a manual DLQ replay (deadline 0) starts a new chain: admitted
+    assert q2.add(RetryEnvelope(task=msgspec.structs.replace(T, attempt=3), due_ms=5, deadline_ms=0))
+    # another chain of the same task (new deadline after a replay) is its own chain
+    assert q2.add(RetryEnvelope(task=msgspec.structs.replace(T, attempt=2), due_ms=5,
+                                deadline_ms=90_000))
+    # chains past their deadline are forgotten at the next sweep
+    q2.due(120_000)
+    assert q2.snapshot()[1] == []
