@@ -45,7 +45,7 @@ def main() -> None:
     print(f"requests: {(time.perf_counter() - t) / len(reqs) * 1e6:.2f} µs a request")
     t = time.perf_counter()
     snap = p.snapshot()
-    print(f"snapshot: {time.perf_counter() - t:.3f} s, {len(snap["users"]) / 2**20:.0f} MiB")
+    print(f"snapshot: {time.perf_counter() - t:.3f} s, {len(snap['users']) / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
