@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint bench stats sample replay-dlq clean
+.PHONY: install browser run test test-unit lint bench stats sample replay-dlq user-token fanout-status clean api-key
 
 install: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m stack.run $(ARGS)
 
-test: $(STAMP)
+# Debian's Chromium for the dashboard's browser test (tests/e2e/test_dashboard.py)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -39,6 +44,20 @@ sample: $(STAMP)
 
 replay-dlq: $(STAMP)
 	$(PY) -m stack.replay_dlq $(ARGS)
+
+fanout-status: $(STAMP)  # make fanout-status ID=<notification id>: a fan-out's progress
+	@test -n "$(ID)" || (echo "usage: make fanout-status ID=<notification id>" >&2; exit 2)
+	@$(PY) -m stack.fanout_status "$(ID)" $(ARGS)
+
+api-key: $(STAMP)  # make api-key NAME=svc [SCOPE='social.*'] [RATE=100]: a producer API key, shown once
+	@test -n "$(NAME)" || (echo "usage: make api-key NAME=<name> [SCOPE='social.*' or '*' or admin] [RATE=req/s]" >&2; exit 2)
+	@$(PY) -m gateway.api_keys create "$(NAME)" --scope '$(or $(SCOPE),*)' $(if $(RATE),--rate $(RATE))
+
+user-token: $(STAMP)  # make user-token USER=u1 [TTL=3600]: a signed token for the people's API
+	@# USER must come from the command line: the shell's own $$USER is not a user id
+	@test "$(origin USER)" = "command line" -a -n "$(USER)" || \
+		(echo "usage: make user-token USER=<user id> [TTL=seconds]" >&2; exit 2)
+	@$(PY) -m gateway.user_tokens "$(USER)" $(if $(TTL),--ttl $(TTL))
 
 clean:
 	rm -rf var

@@ -6,6 +6,11 @@ figures back from ClickHouse: throughput = receipts / (last receipt - first publ
 latency = event_ms - created_ms of 'sent' receipts.  Prints figures; asserts nothing.
 
     python -m bench [--requests 200000] [--users 100000] [--processes 2] [--memory-users 1000000]
+    python -m bench --phases scaling,fanout --fanout-followers 100000   # only the new phases
+
+Phases (``--phases``, default all): e2e (in-app, push, mixed, critical), transports,
+memory, scaling (bench/scaling.py), fanout (bench/fanout.py); the delivered
+receipts per second of the phases that ran go to docs/bench-deliveries.png.
 """
 
 from __future__ import annotations
@@ -25,11 +30,17 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from bench import fanout, scaling
+from bench.plot import DEFAULT_OUT as DEFAULT_PLOT
+from bench.plot import Panel
+from bench.plot import fetch as plot_fetch
+from bench.plot import save as save_plot
 from bench.workload import CHANNEL_MIXES, load_users, make_producer, produce, requests, user_id
 from notiflow.topics import partition_for
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
+PHASES = ("e2e", "transports", "memory", "scaling", "fanout")
 
 
 def q(stats_url: str, sql: str) -> list[list]:
@@ -94,12 +105,48 @@ def main() -> None:
     ap.add_argument("--memory-users", type=int, default=1_000_000,
                     help="users' settings+devices for the peak-memory run (0 skips it)")
     ap.add_argument("--skip-push-transports", action="store_true")
+    ap.add_argument("--skip-ratelimit", action="store_true",
+                    help="skip the rate-limit phase (bench/rate_limit.py)")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help=f"comma-separated, in this order: {','.join(PHASES)}")
+    ap.add_argument("--scaling", default="1x1,2x1,1x2",
+                    help="scaling phase: PROCESSESxWORKERS configurations of the main lane")
+    ap.add_argument("--scaling-requests", type=int, default=100_000)
+    ap.add_argument("--fanout-followers", type=int, default=1_000_000)
+    ap.add_argument("--fanout-active", type=float, default=0.05,
+                    help="share of followers with recent presence (the hybrid run; 0 skips it)")
+    ap.add_argument("--fanout-timeout", type=float, default=900)
+    ap.add_argument("--critical-rate", type=float, default=50,
+                    help="critical requests/s published while the fan-outs drain")
+    ap.add_argument("--plot", type=Path, default=DEFAULT_PLOT,
+                    help="deliveries per second per channel, one panel per phase")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
+    if phases - set(PHASES):
+        raise SystemExit(f"--phases: unknown {sorted(phases - set(PHASES))}; known: {PHASES}")
+    os.environ["NOTIFLOW_PARTITIONS"] = str(args.partitions)
+    panels: list[Panel] = []
+    if "e2e" in phases:
+        e2e_phases(args, panels)
+    if "transports" in phases and not args.skip_push_transports:
+        push_transports()
+    if not args.skip_ratelimit:
+        ratelimit()
+    if "memory" in phases and args.memory_users:
+        memory_run(args.memory_users, args.partitions)
+    if "scaling" in phases:
+        scaling.run(args, run_phase, panels)
+    if "fanout" in phases:
+        fanout.run(args, panels)
+    if panels:
+        console.print(f"deliveries per second per channel: {save_plot(panels, args.plot)}")
 
+
+def e2e_phases(args, panels: list[Panel]) -> None:
+    """In-app, push, mixed (with 1 % critical): 200k requests each on one stack."""
     from stack.env import start_stack
     from stack.services import start_flow
 
-    os.environ["NOTIFLOW_PARTITIONS"] = str(args.partitions)
     work = Path(tempfile.mkdtemp(prefix="notiflow-bench-"))
     stack = start_stack(ROOT, with_flows=False, workdir=work)
     results = []
@@ -120,16 +167,14 @@ def main() -> None:
             results.append(run_phase(stack, prod, f"b{mix}", args.requests, args.users, mix,
                                      0.01 if mix == "mixed" else 0.0, args.partitions))
         flow_rss = {f.name: peak_rss_mib(f.pid) for f in flows if f.alive}
+        panels.append(plot_fetch(stack.stats_url, "in-app, push, mixed phases (200k requests "
+                                 "each, one after another)", "match(notification_id, '^b')"))
     finally:
         for f in reversed(flows):
             f.stop()
         stack.stop()
 
     report(args, results, flow_rss)
-    if not args.skip_push_transports:
-        push_transports()
-    if args.memory_users:
-        memory_run(args.memory_users, args.partitions)
 
 
 def report(args, results: list[dict], flow_rss: dict[str, float]) -> None:
@@ -159,6 +204,15 @@ def push_transports() -> None:
     """Client CPU per request for the two push transports against the sandbox."""
     console.print("[bold]push transports[/] (sinks/push_bench.py)")
     subprocess.run([sys.executable, "-m", "sinks.push_bench"], check=False, cwd=ROOT)
+
+
+def ratelimit() -> None:
+    """The rate-limit error: 4 processes on one shared bucket, and the rate the sandbox
+    saw from a rate-limited push run through the real sink (bench/rate_limit.py)."""
+    from bench.rate_limit import run as rate_limit_run
+
+    console.print("[bold]rate limits[/] (bench/rate_limit.py)")
+    rate_limit_run(processes=4, rate=1000, seconds=10, push_rate=2000, push_seconds=10)
 
 
 def memory_run(users: int, partitions: int) -> None:

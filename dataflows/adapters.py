@@ -32,7 +32,12 @@ class PartitionLogic(StatefulBatchLogic[tuple[int, list[Record]], Routed, Snap])
         c = self._cfg
         return PartitionProcessor(p, c.partitions, lane=self._lane,
                                   max_request_bytes=c.max_request_bytes,
-                                  dedup_ttl_ms=c.dedup_ttl_s * 1000, escalation=c.escalation)
+                                  dedup_ttl_ms=c.dedup_ttl_s * 1000, escalation=c.escalation,
+                                  fanout_chunk=c.fanout_chunk,
+                                  presence_window_s=c.presence_window_s,
+                                  hold_max=c.hold_max_per_partition,
+                                  bundle_windows=c.bundle_windows_s,
+                                  bundle_actors=c.bundle_actors)
 
     def on_batch(self, values: list[tuple[int, list[Record]]]) -> tuple[list[Routed], bool]:
         now_ms = int(time.time() * 1000)

@@ -13,7 +13,7 @@ from bytewax.dataflow import Dataflow
 from dataflows.adapters import partition_logic
 from notiflow import metrics
 from notiflow.config import Settings, get_settings
-from notiflow.topics import DEVICES, SETTINGS, name
+from notiflow.topics import DEVICES, PRESENCE, REQUESTS, SETTINGS, SUBSCRIPTIONS, name
 from operators.partition import Routed
 from sinks.bytewax_sinks import DeliverySink, RoutedSink
 from sources.user_partitions import UserPartitionedSource
@@ -38,9 +38,12 @@ def build_flow(lane: str, cfg: Settings | None = None) -> Dataflow:
     metrics.serve(cfg.metrics_port)
     t = cfg.topic_prefix
     flow = Dataflow(f"notiflow-{lane}")
+    fanout = lane == REQUESTS  # audiences are expanded on the bulk lane only
     src = UserPartitionedSource(cfg.kafka_brokers, name(lane, t), name(SETTINGS, t),
                                 name(DEVICES, t), cfg.partitions, cfg.source_batch,
-                                cfg.source_poll_s)
+                                cfg.source_poll_s,
+                                subscriptions_topic=name(SUBSCRIPTIONS, t) if fanout else None,
+                                presence_topic=name(PRESENCE, t) if fanout else None)
     raw = op.input("in", flow, src)  # ("p0003", (3, [(kind, key, value, offset)]))
     keyed = op.stateful_batch("route", raw, partition_logic(cfg, lane))  # (pkey, Routed)
     routed = op.map("unkey", keyed, _unkey)  # Routed

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     topic = topics.name(topics.RECEIPTS, settings.topic_prefix)
-    store = Store(settings.clickhouse_url, settings.chdb_path)
+    store = Store(settings.clickhouse_url, settings.chdb_path,
+                  receipts_ttl_days=settings.receipts_ttl_days,
+                  rollup_ttl_days=settings.rollup_ttl_days)
     progress = Progress()
     stop = threading.Event()
 

@@ -28,6 +28,8 @@ from schemas.receipt import Receipt, encode_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("push", "email", "sms", "inapp")
+# recent receipts: older ones fall under the raw receipts' TTL and would be merged away
+_BASE_MS = int(time.time() * 1000) - 3_600_000
 
 
 def receipts(n: int, start: int = 0) -> list[Receipt]:
@@ -42,8 +44,8 @@ def receipts(n: int, start: int = 0) -> list[Receipt]:
             f"tok{i % 1000}",
             "sent",
             "",
-            1_700_000_000_000 + i,
-            1_700_000_000_000 + i + i % 300,
+            _BASE_MS + i,
+            _BASE_MS + i + i % 300,
         )
         for i in range(start, start + n)
     ]

@@ -70,3 +70,39 @@ ALL: dict[str, str] = {
     "deliveries_per_minute": DELIVERIES_PER_MINUTE,
     "top_failure_reasons": TOP_FAILURE_REASONS,
 }
+
+# ---- the dashboard (gateway/dashboard.py): read the rollups of loader/rollups.py ----------
+# Templates: {minutes} (window), {bucket} (minutes per point), {limit}; all validated ints.
+
+DASH_DELIVERIES = """
+SELECT toUnixTimestamp(toStartOfInterval(minute, INTERVAL {bucket} MINUTE)) AS t,
+       if(channel = '', '(none)', channel) AS channel,
+       outcome,
+       sum(receipts) AS receipts
+FROM notiflow.receipts_by_minute
+WHERE minute >= toStartOfMinute(now()) - INTERVAL {minutes} MINUTE
+GROUP BY t, channel, outcome
+ORDER BY t, channel, outcome
+"""
+
+DASH_LATENCY = """
+SELECT priority,
+       sum(receipts) AS sent,
+       round(quantileTDigestMerge(0.5)(latency_ms), 1) AS p50_ms,
+       round(quantileTDigestMerge(0.99)(latency_ms), 1) AS p99_ms
+FROM notiflow.receipts_by_minute
+WHERE outcome = 'sent' AND minute >= toStartOfMinute(now()) - INTERVAL {minutes} MINUTE
+GROUP BY priority
+ORDER BY indexOf(['critical', 'high', 'normal', 'low'], priority), priority
+"""
+
+DASH_FAILURES = """
+SELECT if(channel = '', '(none)', channel) AS channel, provider, outcome, reason,
+       sum(receipts) AS receipts
+FROM notiflow.receipt_reasons_by_minute
+WHERE outcome IN ('failed', 'rejected', 'expired', 'no_target', 'dead_lettered')
+  AND minute >= toStartOfMinute(now()) - INTERVAL {minutes} MINUTE
+GROUP BY channel, provider, outcome, reason
+ORDER BY receipts DESC, channel, reason
+LIMIT {limit}
+"""

@@ -27,6 +27,7 @@ import clickhouse_connect
 import msgspec
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from loader.rollups import ensure_raw_ttl, ensure_rollups
 from schemas.receipt import RECEIPTS_DDL
 
 log = logging.getLogger("loader.store")
@@ -102,12 +103,16 @@ class QueryError(Exception):
 class Store:
     """Owns the receipts store: schema, batched inserts, offsets, read-only queries."""
 
-    def __init__(self, clickhouse_url: str = "", chdb_path: str = "var/chdb") -> None:
+    def __init__(self, clickhouse_url: str = "", chdb_path: str = "var/chdb", *,
+                 receipts_ttl_days: int = 30, rollup_ttl_days: int = 400) -> None:
         """Open the store.
 
         clickhouse_url: a ClickHouse server URL; empty opens chDB under ``chdb_path``.
         chdb_path: chDB data folder (created if missing), used only without a URL.
+        receipts_ttl_days, rollup_ttl_days: how long raw receipts and rollups are kept
+        (0: forever); see loader/rollups.py.
         """
+        self._ttl_days = (receipts_ttl_days, rollup_ttl_days)
         if clickhouse_url:
             self.backend = "clickhouse"
             dsn = clickhouse_url
@@ -127,6 +132,13 @@ class Store:
         self._writer.command("CREATE DATABASE IF NOT EXISTS notiflow")
         self._writer.command(RECEIPTS_DDL)
         self._writer.command(OFFSETS_DDL)
+        raw_days, rollup_days = self._ttl_days
+        # rollups first: a back-fill must see the receipts a new TTL is about to drop
+        filled = ensure_rollups(self._writer, rollup_days)
+        if filled:
+            log.info("rollups back-filled from existing receipts: %s", ", ".join(filled))
+        if ensure_raw_ttl(self._writer, raw_days):
+            log.info("raw receipts TTL set to %s days", raw_days or "no")
 
     # ---- writes -------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     chdb_path: str = "var/chdb"
     # the loader's read-only SQL endpoint (``make stats``, bench, analysts)
     stats_url: str = "http://127.0.0.1:8123"
+    receipts_ttl_days: int = 30  # raw notiflow.receipts rows (0: keep forever)
+    rollup_ttl_days: int = 400  # per-minute rollups (loader/rollups.py)
 
     # --- topics -----------------------------------------------------------------------
     partitions: int = 4  # requests, critical, settings, devices share this count
@@ -45,6 +47,25 @@ class Settings(BaseSettings):
     receipts_batch_rows: int = 2000
 
     metrics_port: int = 0  # Prometheus /metrics of a flow process (0: off)
+    # `make run`: Bytewax processes of the bulk lane and worker threads per flow process
+    # (processes x workers <= partitions: one Kafka partition feeds one worker)
+    flow_processes: int = 1
+    flow_workers: int = 1
+
+    # --- audiences / fan-out (operators/fanout.py, sinks/pull_feed.py) --------------------
+    fanout_chunk: int = 2000  # audience members expanded per partition per tick
+    presence_window_s: int = 3600  # hybrid: members seen this recently are pushed now
+    presence_publish_every_s: int = 60  # gateway: at most one presence record per user per ...
+    pull_max: int = 500  # pull-on-read entries kept per audience (newest)
+    pull_ttl_s: int = 7 * 24 * 3600  # ... and for at most this long
+    fanout_status_ttl_s: int = 7 * 24 * 3600  # nf:fanout:{id} progress hashes kept this long
+
+    # --- quiet hours, send_at, bundling (operators/hold_queue.py, operators/bundler.py) ---
+    hold_max_per_partition: int = 1_000_000  # held requests per partition; more: failed receipt
+    # bundling window (s) per type, longest dotted prefix wins ("social" covers social.*);
+    # only requests with a collapse_key bundle; critical never does
+    bundle_windows_s: dict[str, float] = {"social.like": 60}
+    bundle_actors: int = 3  # actors named in a bundle ("John, Ann and 8 others")
 
     # --- retries (notify.retry -> dataflows/retry.py -> notify.dlq) ---------------------
     retry_base_s: float = 1.0  # first backoff step; full jitter
@@ -92,6 +113,47 @@ class Settings(BaseSettings):
     breaker_open_s: float = 30.0  # then one probe decides
     # critical notifications: the channel order to escalate along, per type ("*": others)
     escalation: dict[str, list[str]] = {"*": ["push", "sms"]}
+
+    # --- provider rate limits (sinks/rate_limit.py: Redis token buckets shared by every
+    # process).  Sends/s; 0 = no bucket.  Local defaults only keep the sandbox, tests and
+    # bench unthrottled: set the real ones in production (documented limits in comments).
+    rate_apns_per_s: float = 100_000  # Apple publishes no per-app cap; 429 TooManyRequests per device
+    rate_fcm_per_s: float = 100_000  # real: 600k messages/min per project = 10,000/s
+    rate_sendgrid_per_s: float = 100_000  # emails (personalizations)/s; real: plan-bound, no published figure
+    rate_ses_per_s: float = 100_000  # real: the account's sending quota (14/s new production, 1/s sandbox)
+    rate_mailgun_per_s: float = 100_000  # real: per plan/account (no published figure)
+    rate_twilio_per_s: float = 100_000  # real: account cap (up to 2,000 MPS); 100 concurrent requests
+    rate_vonage_per_s: float = 100_000  # real: 30 API requests/s per API key by default
+    # per SMS sender number (sms_from).  Real US long code / 10DLC: 1 segment/s -> set
+    # NOTIFLOW_RATE_SMS_NUMBER_PER_S=1; toll-free ~3/s; short code 100+/s
+    rate_sms_number_per_s: float = 1_000
+    rate_sms_numbers: dict[str, float] = {}  # per-number overrides: {"+15550001111": 100}
+    rate_burst_s: float = 1.0  # a bucket holds this many seconds of its rate
+    # a sink waits at most this long for tokens per batch; the rest go to notify.retry,
+    # due when the bucket will have them (no loss, and the worker keeps snapshotting)
+    rate_max_wait_s: float = 30.0
+
+    # --- people's API (gateway/people.py): signed, expiring user tokens -----------------
+    # set NOTIFLOW_USER_TOKEN_SECRET in production: anyone with it can act as any user
+    user_token_secret: SecretStr = SecretStr("notiflow-local-user-token-secret")
+    user_token_ttl_s: int = 3600  # default lifetime of a token from `make user-token`
+    people_max_body_bytes: int = 16 * 1024  # settings / device bodies
+    inbox_page_max: int = 100  # largest ?limit= of GET /v1/users/{id}/inbox
+    sse_heartbeat_s: float = 15.0  # comment line on idle live streams (keeps proxies open)
+
+    # --- HTTP gateway (gateway/) ---------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_spool_dir: str = "var/spool"  # fsynced spool while Kafka is unreachable
+    gateway_spool_segment_bytes: int = 64 * 1024 * 1024
+    gateway_kafka_timeout_ms: int = 5000  # a produce not acked by then is spooled instead
+    gateway_max_batch: int = 1000  # requests per POST /v1/notifications/batch
+    gateway_max_batch_bytes: int = 8 * 1024 * 1024
+    gateway_idempotency_ttl_s: int = 24 * 3600  # Idempotency-Key -> id kept this long
+    gateway_key_cache_s: float = 5.0  # API key look-ups cached (a revoke takes this long)
+    gateway_default_rate: float = 100.0  # requests/s per API key unless the key says
+    gateway_default_burst: int = 200
+    gateway_log_requests: bool = True  # one JSON log line per accepted notification
 
     def redacted(self) -> dict:
         """Settings as a dict with secrets hidden, for logs and ``make run``'s banner."""

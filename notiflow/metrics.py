@@ -30,3 +30,17 @@ def serve(port: int) -> None:
         start_http_server(port, addr="127.0.0.1")
         _started = True
         log.info("metrics on http://127.0.0.1:%d/metrics", port)
+
+# --- the flows' input: how far behind the broker each source partition is ----------------
+QUEUE_LAG = Gauge("notiflow_queue_lag", "records not yet read (high watermark - next offset)",
+                  ["topic", "partition"])
+
+# --- the HTTP gateway (gateway/), served on its own /metrics route ------------------------
+GATEWAY_ACCEPTED = Counter("notiflow_gateway_accepted", "notifications answered 202",
+                           ["lane", "via"])
+GATEWAY_REJECTED = Counter("notiflow_gateway_rejected", "requests refused, by status and error",
+                           ["status", "error"])
+GATEWAY_SPOOLED = Counter("notiflow_gateway_spooled", "records written to the disk spool")
+GATEWAY_REPLAYED = Counter("notiflow_gateway_replayed", "spooled records delivered to Kafka")
+GATEWAY_SPOOL_PENDING = Gauge("notiflow_gateway_spool_pending", "records in the spool, not in Kafka")
+GATEWAY_KAFKA_UP = Gauge("notiflow_gateway_kafka_up", "1 while the gateway produces to Kafka directly")

@@ -1,7 +1,7 @@
 """Topic names and the user -> partition rule every producer must share.
 
-requests, critical, settings and devices have the same partition count and are all
-partitioned by user id, so one source partition can read a user's settings and devices
+requests, critical, settings, devices, subscriptions and presence have the same partition
+count and are all partitioned by user id, so one source partition can read a user's settings and devices
 before that user's requests (see dataflows/).  ``partition_for`` is CRC32 of the user id,
 which is librdkafka's default (``consistent_random``) for keyed messages: a confluent-kafka
 producer keyed by user id lands on the same partition without being told.
@@ -19,6 +19,8 @@ REJECTED = "rejected"
 RECEIPTS = "receipts"
 RETRY = "retry"
 DLQ = "dlq"
+SUBSCRIPTIONS = "subscriptions"  # "user follows target", keyed user|target (audiences)
+PRESENCE = "presence"  # last time a user's app was open (hybrid fan-out)
 
 # (short name, partitioned by user, compacted)
 ALL: tuple[tuple[str, bool, bool], ...] = (
@@ -30,6 +32,8 @@ ALL: tuple[tuple[str, bool, bool], ...] = (
     (RECEIPTS, False, False),
     (RETRY, True, False),
     (DLQ, False, False),
+    (SUBSCRIPTIONS, True, True),
+    (PRESENCE, True, True),  # only the latest value per user matters
 )
 
 

@@ -20,8 +20,11 @@ class Outcome(StrEnum):
     REJECTED = "rejected"  # invalid request, see reason
     FAILED = "failed"  # provider said no for good (see reason)
     NO_TARGET = "no_target"  # channel wanted but no device / address / phone
-    EXPIRED = "expired"  # expires_at passed before it could be sent
+    EXPIRED = "expired"  # expires_at passed before it could be sent (also while held)
     DEAD_LETTERED = "dead_lettered"  # retried until the deadline, then sent to notify.dlq
+    # combined with others of the same user and collapse key into one notification, whose
+    # id the reason names (that one has its own per-channel receipts)
+    BUNDLED = "bundled"
 
 
 class Receipt(msgspec.Struct, frozen=True, array_like=False, omit_defaults=False):

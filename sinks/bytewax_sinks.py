@@ -22,6 +22,7 @@ from schemas.task import DeliveryTask
 from sinks.channels import SENDERS, settle
 from sinks.kafka_out import flush, produce, produce_receipts, producer
 from sinks.markers import SentMarkers, marker_key
+from sinks.pull_feed import FanoutRedis
 from sinks.results import SendResult
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,10 @@ class _RoutedPartition(StatelessSinkPartition[Routed]):
         self._rejected = name(REJECTED, cfg.topic_prefix)
         # re-routed requests go back to this lane's own topic
         self._kind_topics = [name(k, cfg.topic_prefix) for k in (lane, *KIND_NAMES[1:])]
+        # fan-out jobs, progress, pull-on-read entries, follows mirror (connects lazily)
+        self._fanout = FanoutRedis(cfg.redis_url, pull_max=cfg.pull_max,
+                                   pull_ttl_s=cfg.pull_ttl_s,
+                                   status_ttl_s=cfg.fanout_status_ttl_s)
 
     def write_batch(self, items: list[Routed]) -> None:
         wrote = False
@@ -151,9 +156,15 @@ class _RoutedPartition(StatelessSinkPartition[Routed]):
                 wrote = True
         if wrote:
             flush(self._prod)
+        # after the scatter copies are in Kafka: a job's record never names lost copies
+        self._fanout.write([x for r in items for x in r.pull],
+                           [x for r in items for x in r.fanout_jobs],
+                           [x for r in items for x in r.progress],
+                           [x for r in items for x in r.follows])
 
     def close(self) -> None:
         flush(self._prod)
+        self._fanout.close()
 
 
 class RoutedSink(DynamicSink[Routed]):

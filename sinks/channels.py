@@ -25,6 +25,7 @@ from schemas.request import NotificationRequest, encode_request
 from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
 from sinks.failover import FailoverSender
+from sinks.rate_limit import ProviderLimits
 from sinks.results import SendResult
 
 
@@ -67,6 +68,7 @@ class PushSender:
         self._mods = {"apns": apns, "fcm": fcm}
         # a platform has one provider: an open breaker means wait (retry), not fail over
         self.breakers = {p: new_breaker(cfg, p) for p in self._mods}
+        self._limits = ProviderLimits(cfg)  # shared token buckets: sends wait for tokens
 
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
         out: list[SendResult] = []
@@ -79,16 +81,18 @@ class PushSender:
             if not b.allow(now):
                 out += [SendResult(t, "retry", f"{provider} circuit breaker open") for t in mine]
                 continue
-            results = mod.send(self._transport, mine, self._cfg)
-            if all(r.status == "retry" for r in results):
+            results, deferred = self._limits.send(
+                provider, mine, lambda part, mod=mod: mod.send(self._transport, part, self._cfg))
+            if results and all(r.status == "retry" for r in results):
                 b.record_failure(int(time.time() * 1000))
-            else:
+            elif results:
                 b.record_success(int(time.time() * 1000))
-            out += results
+            out += results + deferred
         return out
 
     def close(self) -> None:
         self._transport.close()
+        self._limits.close()
 
 
 SENDERS: dict[str, Callable[[Settings], Sender]] = {

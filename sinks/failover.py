@@ -21,6 +21,7 @@ from notiflow.config import Settings
 from notiflow.metrics import BREAKER_STATE
 from operators.breaker import CircuitBreaker
 from schemas.task import DeliveryTask
+from sinks.rate_limit import ProviderLimits
 from sinks.results import SendResult
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class FailoverSender:
         self._mods = {p: importlib.import_module(MODULES[p]) for p in chain}
         self._clients = {p: self._mods[p].make_client(cfg) for p in chain}
         self.breakers = {p: new_breaker(cfg, p) for p in chain}
+        self._limits = ProviderLimits(cfg)  # shared token buckets: sends wait for tokens
 
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
         done: list[SendResult] = []
@@ -64,18 +66,22 @@ class FailoverSender:
             if not b.allow(self._clock()):
                 continue
             batch = [msgspec.structs.replace(r.task, provider=provider) for r in pending]
-            results = self._mods[provider].send(self._clients[provider], batch, self._cfg)
+            results, deferred = self._limits.send(
+                provider, batch,
+                lambda part, p=provider: self._mods[p].send(self._clients[p], part, self._cfg))
             retry = [r for r in results if r.status == "retry"]
-            # one failing batch = one failure: a provider is unhealthy when nothing gets through
+            # one failing batch = one failure: a provider is unhealthy when nothing gets
+            # through (sends deferred for want of tokens say nothing about its health)
             if retry and len(retry) == len(results):
                 b.record_failure(self._clock())
-            else:
+            elif results:
                 b.record_success(self._clock())
             done += [r for r in results if r.status != "retry"]
-            pending = retry
+            pending = retry + deferred  # a saturated provider spills over to the next
         return done + pending
 
     def close(self) -> None:
+        self._limits.close()
         for c in self._clients.values():
             close = getattr(c, "close", None)
             if close:

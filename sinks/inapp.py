@@ -6,7 +6,7 @@ an idempotent sent-marker (a replay after a crash writes nothing twice), LPUSH (
 when the inbox is over its bound), INCR, and the live publish.
 
 Keys (the gateway and apps read them): ``nf:inbox:{user}`` (LIST, newest first, JSON
-entries), ``nf:badge:{user}`` (unread count), ``nf:sent:{notification_id}:inapp`` (marker,
+entries), ``nf:badge:{user}`` (unread count), ``nf:sent:{notification_id}:{user}:inapp`` (marker,
 TTL).  Live delivery (``NOTIFLOW_INAPP_LIVE``): ``user`` (default) publishes each entry on
 the user's channel ``nf:live:{user}``; ``batch`` publishes ONE message per batch on
 ``nf:live``, a line ``{user}\t{entry json}`` per entry, for a gateway that subscribes
@@ -33,7 +33,7 @@ local per_user = ARGV[4] == 'user'
 local out, live = {}, {}
 for _, item in ipairs(cjson.decode(ARGV[3])) do
   local uid, nid, entry = item[1], item[2], item[3]
-  if redis.call('SET', 'nf:sent:' .. nid .. ':inapp', '1', 'NX', 'EX', ttl) then
+  if redis.call('SET', 'nf:sent:' .. nid .. ':' .. uid .. ':inapp', '1', 'NX', 'EX', ttl) then
     local inbox = 'nf:inbox:' .. uid
     if redis.call('LPUSH', inbox, entry) > max then
       redis.call('LTRIM', inbox, 0, max - 1)

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def marker_key(t: DeliveryTask) -> str:
-    return f"nf:sent:{t.notification_id}:{t.channel}:{t.target_id}"
+    # the user is part of it: one notification id reaches many users (recipients lists,
+    # audiences), and device token ids are only unique per user
+    return f"nf:sent:{t.notification_id}:{t.user_id}:{t.channel}:{t.target_id}"
 
 
 class SentMarkers:

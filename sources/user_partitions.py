@@ -1,13 +1,14 @@
-"""Kafka input that reads a user partition's settings and devices before its requests.
+"""Kafka input that reads a user partition's control topics before its requests.
 
 The stock ``bytewax.connectors.kafka.KafkaSource`` treats every topic-partition on its
 own, so nothing stops requests[p] from being decided before settings[p] was read
 (a request decided on default settings: the cold-start bug DESIGN.md forbids).  This
 source is built the same way (``assign()``, no consumer groups, offsets kept in Bytewax
-recovery snapshots) but one source partition p owns requests[p], settings[p] and
-devices[p]: it pauses requests[p] until settings[p] and devices[p] reach the high
-watermark they had at start, then interleaves all three in arrival order, so per-user
-order holds all the way to the join.
+recovery snapshots) but one source partition p owns requests[p] and the *control* topics'
+partition p: settings and devices, and on the bulk lane subscriptions and presence (the
+audience index of a fan-out).  It pauses requests[p] until every control partition reaches
+the high watermark it had at start, then interleaves them all in arrival order, so
+per-user order holds all the way to the join.
 
 Each poll becomes ONE item ``("p<p>", (p, [records]))``: the flow works on batches.
 """
@@ -15,12 +16,14 @@ Each poll becomes ONE item ``("p<p>", (p, [records]))``: the flow works on batch
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from operators.partition import DEVICES, REQUEST, SETTINGS, Record
+from notiflow.metrics import QUEUE_LAG
+from operators.partition import DEVICES, PRESENCE, REQUEST, SETTINGS, SUBSCRIPTIONS, Record
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
         self._batch = batch
         self._poll_s = poll_s
         self._kind_of = {t: k for k, t in topics.items()}
+        ctl_kinds = [k for k in topics if k != REQUEST]
         self._next: Offsets = dict(resume or {})
         self._consumer = Consumer({
             "bootstrap.servers": brokers,
@@ -52,22 +56,24 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             "auto.offset.reset": "earliest",
         })
         tps = [TopicPartition(topics[k], p, self._next.get(k, OFFSET_BEGINNING))
-               for k in (SETTINGS, DEVICES, REQUEST)]
-        # Bootstrap: the high watermarks of settings[p] and devices[p] right now.
+               for k in topics]
+        # Bootstrap: the high watermarks of the control partitions right now.
         self._pending: dict[int, int] = {}
-        for k in (SETTINGS, DEVICES):
+        for k in ctl_kinds:
             _low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(topics[k], p), timeout=10, cached=False)
             if self._next.get(k, 0) < high:
                 self._pending[k] = high
         self._req_tp = TopicPartition(topics[REQUEST], p)
-        self._ctl_tps = {k: TopicPartition(topics[k], p) for k in (SETTINGS, DEVICES)}
+        self._ctl_tps = {k: TopicPartition(topics[k], p) for k in ctl_kinds}
         self._held: list[Record] = []  # requests read but not emitted yet (see next_batch)
+        self._lag_tps = {k: TopicPartition(t, p) for k, t in topics.items()}
+        self._lag_at = 0.0  # next time the queue-lag gauge is due (monotonic s)
         self._paused = False
         self._consumer.assign(tps)
         if self._pending:
             self._consumer.pause([self._req_tp])
-            log.info("partition %d: reading settings/devices up to %s before requests", p,
+            log.info("partition %d: reading control topics up to %s before requests", p,
                      self._pending)
 
     def next_batch(self) -> list[Item]:
@@ -93,11 +99,11 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
                 if nxt.get(k, 0) >= self._pending[k]:
                     del self._pending[k]
             if not self._pending:
-                log.info("partition %d: settings/devices loaded; reading requests", self._p)
+                log.info("partition %d: control topics loaded; reading requests", self._p)
                 self._consumer.resume([self._req_tp])
         records = ctl
         if self._held and self._ctl_caught_up():
-            records = ctl + self._held  # settings/devices first: they were published earlier
+            records = ctl + self._held  # control records first: they were published earlier
             nxt[REQUEST] = self._held[-1][3] + 1
             self._held = []
         if len(self._held) >= self._batch and not self._paused:
@@ -106,12 +112,24 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
         elif not self._held and self._paused and not self._pending:
             self._consumer.resume([self._req_tp])
             self._paused = False
+        if time.monotonic() >= self._lag_at:
+            self._export_lag()
         if not records:
             return []
         return [(self._key, (self._p, records))]
 
+    def _export_lag(self) -> None:
+        """``notiflow_queue_lag`` (high watermark - next offset) per topic partition, once a
+        second, from the watermarks the fetches brought back (no broker round trip)."""
+        self._lag_at = time.monotonic() + 1.0
+        for kind, tp in self._lag_tps.items():
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                QUEUE_LAG.labels(tp.topic, str(tp.partition)).set(
+                    max(0, high - self._next.get(kind, 0)))
+
     def _ctl_caught_up(self) -> bool:
-        """Have we read every settings/devices record the broker had when it last answered
+        """Have we read every control record the broker had when it last answered
         a fetch?  Requests fetched by then wait for those, so a settings change published
         before a request is applied before it (cross-topic order within a partition)."""
         for k, tp in self._ctl_tps.items():
@@ -132,13 +150,19 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
 
 
 class UserPartitionedSource(FixedPartitionedSource[Item, Offsets]):
-    """requests (or critical) + settings + devices, partition p of each, as one input."""
+    """requests (or critical) + settings + devices (+ subscriptions + presence when given),
+    partition p of each, as one input."""
 
     def __init__(self, brokers: str, requests_topic: str, settings_topic: str,
                  devices_topic: str, partitions: int, batch: int = 2000,
-                 poll_s: float = 0.005) -> None:
+                 poll_s: float = 0.005, *, subscriptions_topic: str | None = None,
+                 presence_topic: str | None = None) -> None:
         self._brokers = brokers
         self._topics = {REQUEST: requests_topic, SETTINGS: settings_topic, DEVICES: devices_topic}
+        if subscriptions_topic:
+            self._topics[SUBSCRIPTIONS] = subscriptions_topic
+        if presence_topic:
+            self._topics[PRESENCE] = presence_topic
         self._partitions = partitions
         self._batch = batch
         self._poll_s = poll_s

@@ -23,6 +23,7 @@ from notiflow.config import Settings
 from stack.services import (
     Service,
     start_flow,
+    start_gateway,
     start_kafka,
     start_loader,
     start_redis,
@@ -47,6 +48,8 @@ class Stack:
     workdir: Path = ROOT / "var"
     services: list[Service] = field(default_factory=list)
     clickhouse_url: str = ""
+    gateway_url: str = ""
+    dev_api_key: str = ""  # made by start_stack(with_gateway=True): scopes "*" and admin
 
     @property
     def env_file(self) -> Path:
@@ -59,6 +62,8 @@ class Stack:
             v.update(dict.fromkeys(PROVIDER_URL_VARS, self.sandbox_url))
         if self.stats_url:
             v["NOTIFLOW_STATS_URL"] = self.stats_url
+        if self.gateway_url:
+            v["NOTIFLOW_GATEWAY_URL"] = self.gateway_url
         if self.clickhouse_url:
             v["CLICKHOUSE_URL"] = self.clickhouse_url
         if self.chdb_path:
@@ -77,6 +82,8 @@ class Stack:
         path = Path(path or self.env_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = {**self.vars(), "SANDBOX_URL": self.sandbox_url, "STATS_URL": self.stats_url}
+        if self.dev_api_key:  # local stack only: the key `make run` printed
+            lines["GATEWAY_DEV_API_KEY"] = self.dev_api_key
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
         tmp.replace(path)
@@ -113,10 +120,31 @@ def read_env_file(root: Path = ROOT) -> dict[str, str]:
     return out
 
 
+def create_dev_api_key(redis_url: str) -> str:
+    """An API key for local use (every type, plus admin), made the way producers' are."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from gateway.api_keys import create_key
+
+    async def make() -> str:
+        r = aioredis.from_url(redis_url)
+        try:
+            cfg = Settings()
+            return await create_key(r, "dev", ["*", "admin"], cfg.gateway_default_rate,
+                                    cfg.gateway_default_burst)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(make())
+
+
 def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: bool = True,
                 main_processes: int = 1, workers: int = 1, snapshot_s: float = 5,
-                settings: Settings | None = None) -> Stack:
-    """Kafka, Redis, topics, the sandbox and the loader, then (``with_flows``) the main,
+                settings: Settings | None = None, with_gateway: bool = False) -> Stack:
+    """Kafka, Redis, topics, the sandbox and the loader, (``with_gateway``) the HTTP
+    gateway with a dev API key (spool in ``<workdir>/spool``), then (``with_flows``) the main,
     critical and retry lanes.  Logs go to ``<workdir>/logs``, chDB to ``<workdir>/chdb``,
     recovery to ``<workdir>/recovery/<lane>``; ``<workdir>/stack.env`` is written at the
     end.  On any failure everything started so far is stopped."""
@@ -144,6 +172,11 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
         stack.sandbox_url = stack.services[-1].url
         stack.services.append(start_loader(stack.env(), logs))
         stack.stats_url = stack.services[-1].url
+        if with_gateway:
+            stack.dev_api_key = create_dev_api_key(stack.redis_url)
+            genv = {**stack.env(), "NOTIFLOW_GATEWAY_SPOOL_DIR": str(workdir / "spool")}
+            stack.services.append(start_gateway(genv, logs))
+            stack.gateway_url = stack.services[-1].url
         if with_flows:
             for lane, procs in (("main", main_processes), ("critical", 1), ("retry", 1)):
                 stack.services += start_flow(

@@ -7,6 +7,7 @@ log tail and the rest is stopped (exit status 1), since a half-running pipeline 
 hide the failure.
 
     python -m stack.run [--main-processes N] [--workers N] [--snapshot-s S]
+    (defaults: NOTIFLOW_FLOW_PROCESSES, NOTIFLOW_FLOW_WORKERS; both 1)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from notiflow.config import Settings
 from stack.env import ROOT, Stack, start_stack
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs/CI: no folding
@@ -48,11 +50,17 @@ def table(stack: Stack) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--main-processes", type=int, default=1,
-                    help="Bytewax processes for the bulk lane (partitions must be >= this)")
-    ap.add_argument("--workers", type=int, default=1, help="worker threads per flow process")
+    cfg = Settings()
+    ap.add_argument("--main-processes", type=int, default=cfg.flow_processes,
+                    help="Bytewax processes for the bulk lane (NOTIFLOW_FLOW_PROCESSES)")
+    ap.add_argument("--workers", type=int, default=cfg.flow_workers,
+                    help="worker threads per flow process (NOTIFLOW_FLOW_WORKERS)")
     ap.add_argument("--snapshot-s", type=float, default=5, help="recovery snapshot interval")
     args = ap.parse_args(argv)
+    if args.main_processes * args.workers > cfg.partitions:
+        ap.error(f"{args.main_processes} process(es) x {args.workers} worker(s) > "
+                 f"NOTIFLOW_PARTITIONS={cfg.partitions}: one Kafka partition feeds one "
+                 f"worker, so the extra workers would idle; raise NOTIFLOW_PARTITIONS")
 
     state = {"starting": True, "stop": False}
 
@@ -66,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with console.status("starting Kafka (Tansu), Redis, provider sandbox, loader (chDB), "
-                            "topics, flows..."):
-            stack = start_stack(ROOT, workdir=ROOT / "var", with_flows=True,
+                            "topics, gateway, flows..."):
+            stack = start_stack(ROOT, workdir=ROOT / "var", with_flows=True, with_gateway=True,
                                 main_processes=args.main_processes, workers=args.workers,
                                 snapshot_s=args.snapshot_s)
     except _Stop as e:
@@ -80,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print(table(stack))
     console.print(f"Stack variables: {stack.env_file.relative_to(ROOT)}")
+    if stack.gateway_url:
+        console.print(f"HTTP gateway: {stack.gateway_url}  (API docs {stack.gateway_url}/docs)\n"
+                      f"Dev API key (scopes *, admin): [bold]{stack.dev_api_key}[/]\n"
+                      f"  curl -s {stack.gateway_url}/v1/notifications -H 'Authorization: Bearer "
+                      f"{stack.dev_api_key}' -d '{{\"type\":\"social.like\",\"recipients\":"
+                      f"[\"sample-user\"],\"title\":\"hi\"}}'", soft_wrap=True)
     console.print("Send a sample notification:  [bold]make sample[/]    "
                   "Receipts:  [bold]make stats[/]    Stop: Ctrl-C")
     rc = 0

@@ -234,6 +234,17 @@ def start_loader(env: dict[str, str], log_dir: Path | None = None) -> Service:
         lambda: _http_ok(f"{url}/health"), port=port, timeout=60)
 
 
+def start_gateway(env: dict[str, str], log_dir: Path | None = None, port: int | None = None,
+                  name: str = "gateway") -> Service:
+    """The HTTP gateway (``python -m gateway``) at ``url``.  Its spool is
+    ``NOTIFLOW_GATEWAY_SPOOL_DIR`` from ``env``: give a restarted gateway the same one."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    return Service(name, _py("-m", "gateway", "--host", "127.0.0.1", "--port", str(port)),
+                   env=env, log_dir=log_dir, url=url).start(
+        lambda: _http_ok(f"{url}/healthz"), port=port, timeout=60)
+
+
 def init_recovery(recovery_dir: Path, partitions: int, env: dict[str, str] | None = None) -> bool:
     """Create Bytewax recovery partitions once (``python -m bytewax.recovery DIR N``);
     returns False when ``recovery_dir`` already holds some (resume from them)."""

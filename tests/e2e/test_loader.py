@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPIC = topics.name(topics.RECEIPTS)
 PARTITIONS = 3
 CHANNELS = ("push", "email", "sms", "inapp")
+# receipts from the last hour: older ones would fall under the raw receipts' TTL (30 days)
+BASE_MS = int(time.time() * 1000) - 3_600_000
 
 
 def _free_port() -> int:
@@ -182,8 +184,8 @@ def _receipts(start: int, n: int) -> list[Receipt]:
             target=f"t{i}",
             outcome="failed" if i % 50 == 0 else "sent",
             reason="invalid_token" if i % 50 == 0 else "",
-            created_ms=1_700_000_000_000 + i,
-            event_ms=1_700_000_000_000 + i + (i % 200),
+            created_ms=BASE_MS + i,
+            event_ms=BASE_MS + i + (i % 200),
         )
         for i in range(start, start + n)
     ]

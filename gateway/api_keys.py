@@ -1,0 +1,313 @@
+"""Producer API keys: stored hashed in Redis, scoped to notification types, rate-limited.
+
+A key is ``nfk_`` + 32 random bytes (urlsafe base64), shown once when created.  Redis keeps
+only ``sha256(key)`` as the field of the hash ``nf:apikeys``, with the key's name, scopes
+and rate as JSON.  Why a plain sha256 and not bcrypt/argon2: those slow hashes protect
+*low-entropy* secrets (passwords) from guessing; a 256-bit random key cannot be guessed, so a
+leaked hash is as useless as a leaked bcrypt hash, while the look-up stays one O(1) HGET per
+request instead of ~100 ms of CPU that would cap the gateway at a few requests per second.
+
+Scopes are notification-type patterns: ``"*"`` (every type), ``"social.*"`` (``social`` and
+every type under it), ``"social.like"`` (exactly that), plus ``"admin"`` for the operator
+endpoints (dashboard data, any user's inbox); ``"*"`` does not imply ``"admin"``.
+
+Keys travel as ``Authorization: Bearer nfk_...`` or ``X-API-Key: nfk_...``; the ``nfk_``
+prefix tells them apart from people's user tokens on the same header.
+
+    python -m gateway.api_keys create NAME --scope 'social.*' [--scope admin] [--rate 100]
+    python -m gateway.api_keys list | revoke NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import math
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as aioredis
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader, HTTPBearer
+
+KEYS_HASH = "nf:apikeys"
+_TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")  # schemas/request.py's type rule
+PREFIX = "nfk_"
+ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str
+    scopes: tuple[str, ...]
+    rate: float  # requests per second
+    burst: int
+    key_hash: str
+
+    def allows(self, scope: str) -> bool:
+        return scope_allows(self.scopes, scope)
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def new_plaintext() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def scope_allows(scopes: tuple[str, ...] | list[str], wanted: str) -> bool:
+    """Whether ``scopes`` cover ``wanted`` (a notification type, or "admin")."""
+    if wanted == ADMIN:
+        return ADMIN in scopes
+    for pat in scopes:
+        if pat == ADMIN:
+            continue
+        if pat == "*" or pat == wanted:
+            return True
+        if pat.endswith(".*") and (wanted == pat[:-2] or wanted.startswith(pat[:-1])):
+            return True
+    return False
+
+
+def check_scope_pattern(pat: str) -> str:
+    """Reject patterns that would never match (or match by accident) before storing them."""
+    body = pat[:-2] if pat.endswith(".*") else pat
+    if pat in ("*", ADMIN) or _TYPE_RE.match(body):
+        return pat
+    raise ValueError(f"scope {pat!r}: use '*', 'admin', a type like 'social.like' or 'social.*'")
+
+
+async def create_key(redis: aioredis.Redis, name: str, scopes: list[str],
+                     rate: float, burst: int) -> str:
+    """Store a new key's hash and return the plaintext (the only time it exists)."""
+    if not name or any(c.isspace() for c in name):
+        raise ValueError("name: must be non-empty without spaces")
+    if not scopes:
+        raise ValueError("scopes: give at least one (--scope '*' for every type)")
+    scopes = [check_scope_pattern(s) for s in scopes]
+    if rate <= 0 or burst < 1:
+        raise ValueError("rate must be > 0 and burst >= 1")
+    plaintext = new_plaintext()
+    record = {"name": name, "scopes": scopes, "rate": rate, "burst": burst,
+              "created_ms": int(time.time() * 1000)}
+    await redis.hset(KEYS_HASH, hash_key(plaintext), orjson.dumps(record))
+    return plaintext
+
+
+async def list_keys(redis: aioredis.Redis) -> list[dict]:
+    rows = await redis.hgetall(KEYS_HASH)
+    return [{"hash": h.decode()[:12], **orjson.loads(v)} for h, v in rows.items()]
+
+
+async def revoke_key(redis: aioredis.Redis, name: str) -> int:
+    """Delete every key named ``name`` (or whose hash starts with ``name``)."""
+    rows = await redis.hgetall(KEYS_HASH)
+    gone = [h for h, v in rows.items()
+            if orjson.loads(v)["name"] == name or h.decode().startswith(name)]
+    if gone:
+        await redis.hdel(KEYS_HASH, *gone)
+    return len(gone)
+
+
+class KeyStore:
+    """Look keys up by hash, with a short in-process cache (a revoke takes ``cache_s``)."""
+
+    def __init__(self, redis: aioredis.Redis, cache_s: float, default_rate: float,
+                 default_burst: int) -> None:
+        self._redis = redis
+        self._cache_s = cache_s
+        self._default = (default_rate, default_burst)
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+
+    async def lookup(self, plaintext: str) -> ApiKey | None:
+        h = hash_key(plaintext)
+        now = time.monotonic()
+        hit = self._cache.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        raw = await self._redis.hget(KEYS_HASH, h)
+        key = None
+        if raw is not None:
+            rec = orjson.loads(raw)
+            key = ApiKey(name=rec["name"], scopes=tuple(rec.get("scopes", ())),
+                         rate=float(rec.get("rate") or self._default[0]),
+                         burst=int(rec.get("burst") or self._default[1]), key_hash=h)
+        if len(self._cache) > 10_000:  # bounded: unknown keys must not grow it forever
+            self._cache.clear()
+        self._cache[h] = (now + self._cache_s, key)
+        return key
+
+
+# --- rate limiting: one Redis token bucket per key, shared by every gateway process -------
+
+TryAcquire = Callable[[str, float, int], Awaitable[tuple[bool, float]]]
+
+
+def make_try_acquire(redis: aioredis.Redis) -> TryAcquire:
+    """``try_acquire(bucket, rate, burst) -> (granted, wait_s)``, non-blocking and atomic.
+
+    One ``sinks.rate_limit.AsyncTokenBucket`` per key (Redis ``nf:rl:apikey:<hash>``), the
+    same atomic script the provider limits use; rebuilt when a key's rate changes."""
+    from sinks.rate_limit import AsyncTokenBucket
+
+    buckets: dict[str, AsyncTokenBucket] = {}
+
+    async def try_acquire(bucket: str, rate: float, burst: int) -> tuple[bool, float]:
+        b = buckets.get(bucket)
+        if b is None or b.rate_per_s != rate or b.burst != burst:
+            if len(buckets) > 10_000:
+                buckets.clear()
+            b = buckets[bucket] = AsyncTokenBucket(redis, f"apikey:{bucket}", rate, burst)
+        return await b.try_acquire(1)
+
+    return try_acquire
+
+
+# --- FastAPI dependencies ------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer nfk_...")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="or X-API-Key: nfk_...")
+# declared so the OpenAPI spec lists both ways to send a key (authenticate reads them)
+_security_b = Depends(_bearer)
+_security_h = Depends(_header)
+
+
+def _deny(status: int, error: str, reason: str, headers: dict[str, str] | None = None):
+    return HTTPException(status, {"error": error, "reason": reason}, headers=headers)
+
+
+def presented_key(request: Request) -> str | None:
+    """The ``nfk_`` key on the request, if any (a user token on the same header is not one)."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization", "")
+    scheme, _, cred = auth.partition(" ")
+    if scheme.lower() == "bearer" and cred.strip().startswith(PREFIX):
+        return cred.strip()
+    return None
+
+
+async def authenticate(request: Request) -> ApiKey:
+    """The caller's API key (401 if missing or unknown), after its rate limit (429)."""
+    plaintext = presented_key(request)
+    if not plaintext:
+        raise _deny(401, "unauthorized", "authorization: missing API key "
+                    "(send 'Authorization: Bearer nfk_...' or 'X-API-Key')",
+                    {"WWW-Authenticate": "Bearer"})
+    if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
+        raise _deny(401, "unauthorized", "authorization: not an API key (they start with nfk_)",
+                    {"WWW-Authenticate": "Bearer"})
+    state = request.app.state
+    try:
+        key = await state.key_store.lookup(plaintext)
+    except aioredis.RedisError as e:
+        raise _deny(503, "unavailable", f"authorization: key store unreachable ({e})",
+                    {"Retry-After": "1"}) from None
+    if key is None:
+        raise _deny(401, "unauthorized", "authorization: unknown or revoked API key",
+                    {"WWW-Authenticate": "Bearer"})
+    try:
+        ok, wait_s = await state.try_acquire(key.key_hash[:16], key.rate, key.burst)
+    except aioredis.RedisError:
+        ok, wait_s = True, 0.0  # limiter down: serve rather than refuse everyone
+    if not ok:
+        retry = max(1, math.ceil(wait_s))
+        raise _deny(429, "rate_limited", f"rate: key {key.name!r} is over {key.rate:g} "
+                    f"requests/s (burst {key.burst}); retry in {wait_s:.2f} s",
+                    {"Retry-After": str(retry)})
+    request.state.api_key = key
+    return key
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A FastAPI dependency: the caller's key, 403 unless its scopes cover ``scope``.
+
+    ``Depends(require_scope("admin"))`` guards operator endpoints; for notification types
+    the gateway checks each request's ``type`` itself (a batch mixes types)."""
+
+    async def dependency(request: Request, _b=_security_b, _h=_security_h) -> ApiKey:
+        key = await authenticate(request)
+        if not key.allows(scope):
+            raise _deny(403, "forbidden", f"scope: key {key.name!r} may not use {scope!r} "
+                        f"(its scopes: {', '.join(key.scopes)})")
+        return key
+
+    return dependency
+
+
+
+async def api_key(request: Request, _b=_security_b, _h=_security_h) -> ApiKey:
+    """A FastAPI dependency: any valid key (scopes checked by the caller)."""
+    return await authenticate(request)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def _redis_url() -> str:
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    from stack.env import ROOT, read_env_file
+
+    env = read_env_file(ROOT)
+    if env.get("REDIS_URL"):
+        return env["REDIS_URL"]
+    from notiflow.config import get_settings
+
+    return get_settings().redis_url
+
+
+async def _cli(args: argparse.Namespace) -> int:
+    from notiflow.config import get_settings
+
+    r = aioredis.from_url(args.redis_url or _redis_url())
+    try:
+        if args.cmd == "create":
+            cfg = get_settings()
+            key = await create_key(r, args.name, args.scope or ["*"],
+                                   args.rate or cfg.gateway_default_rate,
+                                   args.burst or cfg.gateway_default_burst)
+            print(key)
+            print(f"# {args.name}: scopes {args.scope or ['*']}; shown once, store it now",
+                  file=sys.stderr)
+        elif args.cmd == "list":
+            for k in await list_keys(r):
+                print(orjson.dumps(k).decode())
+        elif args.cmd == "revoke":
+            n = await revoke_key(r, args.name)
+            print(f"revoked {n} key(s)", file=sys.stderr)
+            return 0 if n else 1
+        return 0
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        await r.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gateway.api_keys", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--redis-url", default="", help="default: REDIS_URL, then var/stack.env")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("create", help="create a key and print it once")
+    c.add_argument("name")
+    c.add_argument("--scope", action="append", help="type pattern or 'admin' (repeatable)")
+    c.add_argument("--rate", type=float, default=0, help="requests/s (default from settings)")
+    c.add_argument("--burst", type=int, default=0)
+    sub.add_parser("list", help="names, scopes and hash prefixes (never the keys)")
+    rv = sub.add_parser("revoke", help="delete keys by name or hash prefix")
+    rv.add_argument("name")
+    return asyncio.run(_cli(ap.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

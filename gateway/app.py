@@ -1,0 +1,133 @@
+"""The gateway's FastAPI app: ``create_app(settings)`` builds it, its lifespan owns the clients.
+
+Shared state on ``app.state`` (other routers use these; set up in the lifespan, so present
+whenever a request is served):
+
+* ``app.state.settings`` -- the ``notiflow.config.Settings`` the app was made with.
+* ``app.state.redis`` -- a ``redis.asyncio.Redis`` client on ``settings.redis_url``.
+* ``app.state.producer`` -- a ``gateway.producer.GatewayProducer``.  Publish with
+  ``await app.state.producer.produce(topic, value, key, partition=p)``: when it returns
+  the record is acked by Kafka (acks=all) or fsynced in the spool, replayed in order
+  later.  For user-keyed topics pass ``partition=notiflow.topics.partition_for(user,
+  settings.partitions)`` (notify.devices is keyed ``user:token`` but partitioned by user).
+  ``await producer.send([OutRecord(...), ...])`` does many with one fsync.
+* ``app.state.key_store`` / ``app.state.try_acquire`` -- API key look-up and the per-key
+  token bucket, used by ``gateway.api_keys.require_scope(scope)`` (a FastAPI dependency).
+
+Errors from every router come back as ``{"error": ..., "reason": "<field>: <problem>"}``:
+raise ``HTTPException(status, {"error": ..., "reason": ...})`` or with a plain string
+``detail`` (it becomes the reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import gateway.dashboard
+import gateway.people
+from gateway import fanouts, notifications
+from gateway.api_keys import KeyStore, make_try_acquire
+from gateway.producer import GatewayProducer
+from notiflow import metrics
+from notiflow.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.redis = aioredis.from_url(settings.redis_url)
+        app.state.key_store = KeyStore(app.state.redis, settings.gateway_key_cache_s,
+                                       settings.gateway_default_rate,
+                                       settings.gateway_default_burst)
+        app.state.try_acquire = _rate_limiter(app.state.redis)
+        app.state.producer = GatewayProducer(settings)
+        await app.state.producer.start()
+        log.info("gateway ready (kafka %s, spool %s)", settings.kafka_brokers,
+                 settings.gateway_spool_dir)
+        try:
+            yield
+        finally:
+            await app.state.producer.close()
+            await app.state.redis.aclose()
+
+    app = FastAPI(title="notiflow gateway", version="1",
+                  summary="Submit notifications over HTTP; people's inbox and settings.",
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(notifications.router)
+    app.include_router(gateway.people.router)
+    app.include_router(gateway.dashboard.router)
+    app.include_router(fanouts.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", summary="Liveness, and whether Kafka or the spool takes requests")
+    async def healthz(request: Request) -> dict:
+        p = request.app.state.producer
+        return {"ok": True, "kafka": "spooling" if p.spooling else "up",
+                "spool_pending": p.spool.pending}
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                               routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(
+                notifications.openapi_components())
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _rate_limiter(redis: aioredis.Redis):
+    """Engineer T's shared Redis token bucket when present, else the minimal one here."""
+    return make_try_acquire(redis)
+
+
+def _error_body(status: int, detail) -> dict:
+    if isinstance(detail, dict) and "reason" in detail:
+        return {"error": str(detail.get("error") or _phrase(status)), "reason": str(detail["reason"]),
+                **{k: v for k, v in detail.items() if k not in ("error", "reason")}}
+    return {"error": _phrase(status), "reason": str(detail)}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_")
+    except ValueError:
+        return "error"
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    body = _error_body(exc.status_code, exc.detail)
+    metrics.GATEWAY_REJECTED.labels(str(exc.status_code), body["error"]).inc()
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
+    metrics.GATEWAY_REJECTED.labels("422", "invalid").inc()
+    return JSONResponse({"error": "invalid", "reason": f"{where}: {first.get('msg', 'invalid')}"},
+                        status_code=422)

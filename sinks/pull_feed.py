@@ -1,0 +1,209 @@
+"""Pull-on-read fan-out in Redis: the write side (flow) and the merge into an inbox (gateway).
+
+Hybrid fan-out pushes an audience request now only to members seen recently; everyone
+else gets it from ONE stored entry per audience, merged into their inbox when they next
+open the app.  Keys:
+
+* ``nf:pull:{audience}`` ZSET, score = when the flow stored the entry (ms; its send_at if
+  that is later: readers see it from then on), member = the
+  in-app entry JSON + ``expires_ms``; trimmed to ``NOTIFLOW_PULL_MAX`` entries and
+  ``NOTIFLOW_PULL_TTL_S``.  ``ZADD NX``: a replayed scatter keeps the first score.
+* ``nf:follows:{user}`` HASH audience -> since (ms): the audiences the user follows, a
+  mirror of notify.subscriptions kept by the flow (HSETNX: the first time it saw it).
+  Entries stored before the user followed are not merged.  "all" is always followed.
+* ``nf:pullcur:{user}``: the newest entry score merged so far.
+* ``nf:fanout:{id}`` HASH: the job (audience, partitions, created_ms, ...) and, per
+  partition p, ``{p}:expanded`` / ``{p}:routed_now`` / ``{p}:deferred`` / ``{p}:done`` as
+  totals (HSET, so a replay after a crash rewrites, never double-counts).
+
+The merge writes through the in-app sink's own Lua script (sinks/inapp.py), so the same
+sent-marker ``nf:sent:{id}:{user}:inapp`` guards both: a member who was pushed the entry,
+or merges twice at once, gets it once.  The merge re-reads the last ``GRACE_MS`` before
+the cursor, because entries from several flow processes do not land in score order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from operators.fanout import Progress
+from schemas.task import DeliveryTask
+from sinks.inapp import _SCRIPT as INAPP_SCRIPT  # same marker, inbox bound, badge, live
+from sinks.inapp import entry as inbox_entry
+
+log = logging.getLogger(__name__)
+
+PULL = "nf:pull:"
+FOLLOWS = "nf:follows:"
+CURSOR = "nf:pullcur:"
+FANOUT = "nf:fanout:"
+PRESENCE_SENT = "nf:presence-sent:"
+ALL = "all"
+GRACE_MS = 60_000
+MERGE_MAX = 200  # entries merged per read at most (an inbox holds NOTIFLOW_INBOX_MAX)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- write side: RoutedSink ----------------------------------------------------------------
+
+class FanoutRedis:
+    """Writes what the partitions decided about fan-outs, one pipeline per sink batch."""
+
+    def __init__(self, url: str, *, pull_max: int, pull_ttl_s: int, status_ttl_s: int,
+                 attempts: int = 5) -> None:
+        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._pull_max = pull_max
+        self._pull_ttl_s = pull_ttl_s
+        self._status_ttl_s = status_ttl_s
+        self._attempts = attempts
+
+    def write(self, pull: list[tuple[str, bytes, int]], jobs: list[tuple[str, dict[str, str]]],
+              progress: list[Progress], follows: list[tuple[str, str, int]]) -> None:
+        if not (pull or jobs or progress or follows):
+            return
+        now = _now_ms()
+        p = self._r.pipeline(transaction=False)
+        for audience, member, score in pull:
+            key = PULL + audience
+            p.zadd(key, {member: score}, nx=True)
+            p.zremrangebyscore(key, "-inf", now - self._pull_ttl_s * 1000)
+            p.zremrangebyrank(key, 0, -self._pull_max - 1)
+            p.expire(key, self._pull_ttl_s)
+        for nid, record in jobs:
+            key = FANOUT + nid
+            for k, v in record.items():
+                p.hsetnx(key, k, v)
+            p.expire(key, self._status_ttl_s)
+        for nid, part, counts in progress:
+            key = FANOUT + nid
+            p.hset(key, mapping={f"{part}:{k}": v for k, v in counts.items()})
+            p.expire(key, self._status_ttl_s)
+        for user, audience, since_ms in follows:
+            if since_ms:
+                p.hsetnx(FOLLOWS + user, audience, since_ms)
+            else:
+                p.hdel(FOLLOWS + user, audience)
+        self._execute(p)
+
+    def _execute(self, p: redis.client.Pipeline) -> None:
+        """Retry a while, then raise: the flow restarts from its snapshot and replays these
+        (every write above is idempotent), rather than lose a pull entry."""
+        for i in range(self._attempts):
+            try:
+                p.execute()
+                return
+            except redis.RedisError as e:
+                if i == self._attempts - 1:
+                    raise
+                log.warning("fan-out writes to Redis failed (%s); retry %d", e, i + 1)
+                time.sleep(0.2 * 2 ** i)
+
+    def close(self) -> None:
+        self._r.close()
+
+
+# --- read side: merge into a user's inbox --------------------------------------------------
+
+Allow = Callable[[dict], bool]  # entry -> may this user get it (preferences)
+
+
+def _reads(follows: dict[bytes, bytes], cursor: int) -> list[tuple[str, int]]:
+    """(audience, lowest score to read) for each followed audience and "all".  The grace
+    covers entries stored out of score order and clocks of different flow processes."""
+    low = max(0, cursor - GRACE_MS)
+    out = {ALL: low}
+    for a, since in follows.items():
+        out[a.decode()] = max(low, int(since or 0) - GRACE_MS)
+    return list(out.items())
+
+
+def _pick(results: Iterable[list[tuple[bytes, float]]], now_ms: int, allow: Allow | None
+          ) -> tuple[list[dict], int]:
+    """(entries to merge, oldest first; newest score seen)."""
+    found: dict[str, tuple[float, dict]] = {}
+    top = 0
+    for rows in results:
+        for member, score in rows:
+            top = max(top, int(score))
+            try:
+                e = orjson.loads(member)
+            except orjson.JSONDecodeError:
+                continue
+            exp = e.get("expires_ms") or 0
+            if (exp and exp <= now_ms) or (allow is not None and not allow(e)):
+                continue
+            found.setdefault(str(e.get("id")), (score, e))
+    picked = sorted(found.values(), key=lambda se: se[0])[-MERGE_MAX:]
+    return [e for _s, e in picked], top
+
+
+def _script_args(user_id: str, entries: list[dict], inbox_max: int, marker_ttl_s: int,
+                 live: str) -> list:
+    items = []
+    for e in entries:
+        t = DeliveryTask(notification_id=str(e["id"]), user_id=user_id, type=e.get("type", ""),
+                         priority="normal", channel="inapp", provider="redis",
+                         target_id="inbox", address="", title=e.get("title"),
+                         body=e.get("body"), template=None, data=e.get("data"),
+                         collapse_key=e.get("collapse_key"), created_ms=e.get("created_ms", 0))
+        items.append((user_id, t.notification_id, inbox_entry(t).decode()))
+    return [marker_ttl_s, inbox_max, orjson.dumps(items), live]
+
+
+def merge_into_inbox(r: redis.Redis, user_id: str, *, inbox_max: int = 200,
+                     marker_ttl_s: int = 48 * 3600, live: str = "user",
+                     allow: Allow | None = None, now_ms: int | None = None) -> int:
+    """Merge the pull-on-read entries of the audiences ``user_id`` follows into their
+    inbox; returns how many were new to it."""
+    now = now_ms or _now_ms()
+    follows, cursor = r.hgetall(FOLLOWS + user_id), int(r.get(CURSOR + user_id) or 0)
+    reads = _reads(follows, cursor)
+    p = r.pipeline(transaction=False)
+    for audience, low in reads:
+        p.zrangebyscore(PULL + audience, low, now, withscores=True)  # later: send_at
+    entries, top = _pick(p.execute(), now, allow)
+    written = 0
+    if entries:
+        args = _script_args(user_id, entries, inbox_max, marker_ttl_s, live)
+        res = r.register_script(INAPP_SCRIPT)(keys=[], args=args)
+        written = res.count(b"1")
+    if top > cursor:
+        r.set(CURSOR + user_id, top)
+    return written
+
+
+async def merge_into_inbox_async(r: aioredis.Redis, user_id: str, *, inbox_max: int = 200,
+                                 marker_ttl_s: int = 48 * 3600, live: str = "user",
+                                 allow: Allow | None = None, now_ms: int | None = None) -> int:
+    """``merge_into_inbox`` for the gateway's redis.asyncio client."""
+    now = now_ms or _now_ms()
+    follows = await r.hgetall(FOLLOWS + user_id)
+    cursor = int(await r.get(CURSOR + user_id) or 0)
+    reads = _reads(follows, cursor)
+    p = r.pipeline(transaction=False)
+    for audience, low in reads:
+        p.zrangebyscore(PULL + audience, low, now, withscores=True)
+    entries, top = _pick(await p.execute(), now, allow)
+    written = 0
+    if entries:
+        args = _script_args(user_id, entries, inbox_max, marker_ttl_s, live)
+        res = await r.register_script(INAPP_SCRIPT)(keys=[], args=args)
+        written = res.count(b"1")
+    if top > cursor:
+        await r.set(CURSOR + user_id, top)
+    return written
+
+
+async def should_publish_presence(r: aioredis.Redis, user_id: str, every_s: int) -> bool:
+    """At most one presence record per user per ``every_s``: True for the caller that
+    should publish now."""
+    return bool(await r.set(PRESENCE_SENT + user_id, b"1", nx=True, ex=max(1, every_s)))
