@@ -8,8 +8,9 @@ API keys with the ``admin`` scope may *read* any user's inbox, badge and live st
 Writes go where the flow reads them: settings to compacted ``notify.settings`` keyed by
 user id, devices to ``notify.devices`` keyed ``user:token_id`` (a tombstone on DELETE),
 both on the user's partition, acked by Kafka (200/201/204) or fsynced in the gateway's
-spool while Kafka is away (202).  The flow keeps settings in its own state, so PUT also
-writes a read copy to Redis (``nf:settings:{user}``) for GET.
+spool while Kafka is away (202).  The flow keeps settings in its own state and a read copy
+in Redis (``nf:settings:{user}``, from notify.settings); PUT writes that copy too, so the
+user reads their change back at once.
 
 Uses from app.state (gateway/app.py): ``settings``, ``redis`` (redis.asyncio) and
 ``producer`` (gateway/producer.GatewayProducer).

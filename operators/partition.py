@@ -74,6 +74,9 @@ class Routed:
     progress: list[Progress] = field(default_factory=list)
     # (user, audience, since ms; 0 = unfollowed): the nf:follows:{user} mirror
     follows: list[tuple[str, str, int]] = field(default_factory=list)
+    # (user, settings JSON or None when deleted): the gateway's read copy nf:settings:{user},
+    # kept from notify.settings so settings upstream publishes straight to Kafka show too
+    settings_copy: list[tuple[str, bytes | None]] = field(default_factory=list)
 
     def add_task(self, t: DeliveryTask) -> None:
         getattr(self, t.channel).append(t)
@@ -327,8 +330,11 @@ class PartitionProcessor:
                   out: Routed) -> None:
         if value is None:  # tombstone
             if key:
-                self.users.delete_settings(key.decode(errors="replace"))
-                self.hold.recheck_user(key.decode(errors="replace"), now_ms)
+                user = key.decode(errors="replace")
+                self.users.delete_settings(user)
+                self.hold.recheck_user(user, now_ms)
+                if self.lane != "critical":  # one lane keeps the copy
+                    out.settings_copy.append((user, None))
             return
         try:
             s = decode_settings(value)
@@ -341,6 +347,8 @@ class PartitionProcessor:
             return
         self.users.put_settings(s)
         self.hold.recheck_user(s.user_id, now_ms)  # quiet hours may be gone or moved
+        if self.lane != "critical":
+            out.settings_copy.append((s.user_id, encode_settings(s)))
 
     def _device(self, key: bytes | None, value: bytes | None, offset: int, now_ms: int,
                 out: Routed) -> None:

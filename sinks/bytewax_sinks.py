@@ -160,7 +160,8 @@ class _RoutedPartition(StatelessSinkPartition[Routed]):
         self._fanout.write([x for r in items for x in r.pull],
                            [x for r in items for x in r.fanout_jobs],
                            [x for r in items for x in r.progress],
-                           [x for r in items for x in r.follows])
+                           [x for r in items for x in r.follows],
+                           [x for r in items for x in r.settings_copy])
 
     def close(self) -> None:
         flush(self._prod)

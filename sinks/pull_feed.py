@@ -43,6 +43,7 @@ PULL = "nf:pull:"
 FOLLOWS = "nf:follows:"
 CURSOR = "nf:pullcur:"
 FANOUT = "nf:fanout:"
+SETTINGS_COPY = "nf:settings:"  # + user: settings JSON, read by the gateway (people's API)
 PRESENCE_SENT = "nf:presence-sent:"
 ALL = "all"
 GRACE_MS = 60_000
@@ -67,8 +68,9 @@ class FanoutRedis:
         self._attempts = attempts
 
     def write(self, pull: list[tuple[str, bytes, int]], jobs: list[tuple[str, dict[str, str]]],
-              progress: list[Progress], follows: list[tuple[str, str, int]]) -> None:
-        if not (pull or jobs or progress or follows):
+              progress: list[Progress], follows: list[tuple[str, str, int]],
+              settings_copy: list[tuple[str, bytes | None]] = ()) -> None:  # type: ignore[assignment]
+        if not (pull or jobs or progress or follows or settings_copy):
             return
         now = _now_ms()
         p = self._r.pipeline(transaction=False)
@@ -92,6 +94,11 @@ class FanoutRedis:
                 p.hsetnx(FOLLOWS + user, audience, since_ms)
             else:
                 p.hdel(FOLLOWS + user, audience)
+        for user, value in settings_copy:
+            if value is None:
+                p.delete(SETTINGS_COPY + user)
+            else:
+                p.set(SETTINGS_COPY + user, value)
         self._execute(p)
 
     def _execute(self, p: redis.client.Pipeline) -> None:

@@ -242,6 +242,32 @@ def test_settings_put_is_published_and_read_back(client, stack):
     assert len(values) == 1 and orjson.loads(values[0])["opt_out_types"] == ["marketing"]
 
 
+def test_settings_published_straight_to_kafka_show_in_get(client, stack, main_flow):
+    """Upstream publishes settings without the gateway: the flow keeps the read copy."""
+    bob = uid("bob")
+    prod = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 1})
+    prod.produce("notify.settings", orjson.dumps({"v": 1, "user_id": bob, "locale": "de"}),
+                 bob.encode(), partition=partition_for(bob, P))
+    prod.flush(10)
+    deadline, got = time.time() + 60, {}
+    while time.time() < deadline:
+        r = client.get(f"/v1/users/{bob}/settings", headers=auth(bob))
+        if r.headers["x-settings-source"] == "stored":
+            got = r.json()
+            break
+        time.sleep(0.3)
+    assert got.get("locale") == "de"
+    prod.produce("notify.settings", None, bob.encode(), partition=partition_for(bob, P))
+    prod.flush(10)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        r = client.get(f"/v1/users/{bob}/settings", headers=auth(bob))
+        if r.headers["x-settings-source"] == "defaults":
+            break
+        time.sleep(0.3)
+    assert r.headers["x-settings-source"] == "defaults"
+
+
 def test_devices_reach_the_flow_and_a_delete_stops_pushes(client, stack, main_flow):
     """Register through the gateway -> the flow pushes to it; DELETE -> no target."""
     from sandbox.client import SandboxControl

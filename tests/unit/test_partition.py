@@ -196,3 +196,13 @@ def test_partition_critical_push_without_device_escalates_to_sms(proc):
     assert [(t.notification_id, t.address) for t in out.sms] == [("c1", "+15551234567")]
     assert [(r.notification_id, r.reason) for r in out.receipts] == [
         ("c1", "no active device; escalated to sms"), ("n1", "no active device")]
+
+
+def test_partition_keeps_the_settings_read_copy_in_the_bulk_lane_only(proc):
+    u = user_in(0)
+    out = proc.process([(SETTINGS, u.encode(), settings(u, locale="fr"), 0)], NOW)
+    [(user, value)] = out.settings_copy
+    assert user == u and orjson.loads(value)["locale"] == "fr"
+    assert proc.process([(SETTINGS, u.encode(), None, 1)], NOW).settings_copy == [(u, None)]
+    critical = PartitionProcessor(0, N, lane="critical")
+    assert critical.process([(SETTINGS, u.encode(), settings(u), 0)], NOW).settings_copy == []
