@@ -11,7 +11,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from dataflows.adapters import partition_logic
-from notiflow import metrics
+from notiflow import logs, metrics
 from notiflow.config import Settings, get_settings
 from notiflow.topics import DEVICES, PRESENCE, REQUESTS, SETTINGS, SUBSCRIPTIONS, name
 from operators.partition import Routed
@@ -35,6 +35,7 @@ def _pick(channel: str):
 
 def build_flow(lane: str, cfg: Settings | None = None) -> Dataflow:
     cfg = cfg or get_settings()
+    logs.configure()  # JSON lines on stderr, with notification ids where there is one
     metrics.serve(cfg.metrics_port)
     t = cfg.topic_prefix
     flow = Dataflow(f"notiflow-{lane}")

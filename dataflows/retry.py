@@ -13,7 +13,7 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 
 from dataflows.adapters import retry_wait_logic
-from notiflow import metrics
+from notiflow import logs, metrics
 from notiflow.config import Settings, get_settings
 from notiflow.topics import RETRY, name
 from operators.retry_gate import channel_batch, envelope_or_none, partition_key
@@ -24,6 +24,7 @@ CHANNELS = ("push", "email", "sms", "inapp")
 
 def build_flow(cfg: Settings | None = None) -> Dataflow:
     cfg = cfg or get_settings()
+    logs.configure()  # JSON lines on stderr, with notification ids where there is one
     metrics.serve(cfg.metrics_port)
     flow = Dataflow("notiflow-retry")
     kin = kop.input("in", flow, brokers=cfg.kafka_brokers.split(","),

@@ -119,6 +119,9 @@ async def idempotent_id(redis: aioredis.Redis, key: ApiKey, idem: str, nid: str,
 
 
 _REF = "#/components/schemas/{name}"
+_EXAMPLE = {"type": "social.like", "recipients": ["u1"], "channels": ["push", "inapp"],
+            "collapse_key": "like:photo9", "dedup": {"actor": "u7", "object": "photo9"},
+            "title": "New like", "body": "Ann liked your photo"}
 _ERROR = {"content": {"application/json": {"schema": {"$ref": _REF.format(name="Error")}}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed JSON", **_ERROR},
@@ -137,7 +140,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                      "content": {"application/json": {"schema": {"$ref": _REF.format(name="Accepted")}}}},
                **_ERRORS},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": _REF.format(name="GatewayRequest")}}}}},
+        "schema": {"$ref": _REF.format(name="GatewayRequest")}, "example": _EXAMPLE}}}},
 )
 async def submit(request: Request, key: Annotated[ApiKey, Depends(api_key)],
                  idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None):
@@ -182,7 +185,8 @@ async def submit(request: Request, key: Annotated[ApiKey, Depends(api_key)],
                                        "schema": {"anyOf": [{"$ref": _REF.format(name="BatchResult")},
                                                             {"$ref": _REF.format(name="Error")}]}}}}}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": _REF.format(name="GatewayBatch")}}}}},
+        "schema": {"$ref": _REF.format(name="GatewayBatch")},
+        "example": {"requests": [_EXAMPLE, {**_EXAMPLE, "recipients": ["u2"]}]}}}}},
 )
 async def submit_batch(request: Request, key: Annotated[ApiKey, Depends(api_key)]):
     state = request.app.state

@@ -104,6 +104,15 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
                     partition_for(env.task.user_id, parts))
         for env in s.dead:
             produce(self._prod, self._dlq, env.task.user_id.encode(), encode_envelope(env))
+            log.warning("dead-lettered", extra={
+                "notification_id": env.task.notification_id, "user_id": env.task.user_id,
+                "channel": env.task.channel, "provider": env.task.provider,
+                "attempts": env.task.attempt - 1, "reason": env.dead_reason})
+        for r in s.receipts:
+            if r.outcome == "failed":  # permanent: no retry will come; searchable by id
+                log.info("failed", extra={"notification_id": r.notification_id,
+                                          "user_id": r.user_id, "channel": r.channel,
+                                          "provider": r.provider, "reason": r.reason})
         for user, req in s.escalate:
             produce(self._prod, self._critical, user.encode(), req, partition_for(user, parts))
         flush(self._prod)

@@ -318,6 +318,11 @@ def test_pipeline_dead_letters_after_deadline_and_replays(stack, flows, producer
     c.close()
     errors = letters[0]["task"][-2]  # DeliveryTask.errors: every attempt's error
     assert len(errors) >= 2 and "fcm 503" in errors[0]
+    # the flows log JSON lines; the dead letter is findable by its notification id
+    logged = [orjson.loads(line) for f in flows for line in f.output().splitlines()
+              if line.startswith("{") and nid in line]
+    assert any(e["event"] == "dead-lettered" and e["notification_id"] == nid
+               and e["channel"] == "push" for e in logged), logged
     assert replay(stack.brokers) >= 1
     rows = receipts_for(stack, [nid], want=2, timeout=60)
     assert sorted(r[4] for r in rows) == ["dead_lettered", "sent"], query(
