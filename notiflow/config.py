@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     rate_sms_number_per_s: float = 1_000
     rate_sms_numbers: dict[str, float] = {}  # per-number overrides: {"+15550001111": 100}
     rate_burst_s: float = 1.0  # a bucket holds this many seconds of its rate
+    # share of each bucket bulk sends leave for critical ones (whole tokens; a bucket of
+    # 1 token keeps none), so a 2FA code does not queue behind a bulk campaign
+    rate_critical_reserve: float = 0.1
     # a sink waits at most this long for tokens per batch; the rest go to notify.retry,
     # due when the bucket will have them (no loss, and the worker keeps snapshotting)
     rate_max_wait_s: float = 30.0

@@ -9,7 +9,10 @@ down.
 A bucket holds at most ``burst`` tokens and gains ``rate`` tokens a second.  A take asks
 for ``want`` tokens and accepts no fewer than ``min_take``: ``min_take == want`` is
 all-or-nothing (``try_acquire``); a smaller ``min_take`` grants whole tokens in parts
-(``acquire`` of more than the burst).  Times are integer microseconds, like Redis TIME.
+(``acquire`` of more than the burst).  A take with ``reserve`` leaves that many tokens in
+the bucket: bulk sends keep a few back, so a critical send (taking with no reserve) finds
+tokens at once however busy the bucket is, while the total rate stays the bucket's.
+Times are integer microseconds, like Redis TIME.
 """
 
 from __future__ import annotations
@@ -55,21 +58,24 @@ def refill(state: BucketState | None, now_us: int, rate_per_s: float,
 
 
 def take(state: BucketState | None, now_us: int, rate_per_s: float, burst: float,
-         want: float, min_take: float | None = None) -> Take:
-    """Refill, then grant ``want`` tokens, or at least ``min_take`` whole-token parts of it."""
+         want: float, min_take: float | None = None, reserve: float = 0.0) -> Take:
+    """Refill, then grant ``want`` tokens, or at least ``min_take`` whole-token parts of
+    it, leaving ``reserve`` tokens in the bucket."""
     if min_take is None:
         min_take = want
     if want <= 0:
         return Take(refill(state, now_us, rate_per_s, burst), 0.0, 0.0)
-    if min_take > burst + EPS:
-        raise ValueError(f"cannot take {min_take} tokens at once from a bucket of {burst}")
+    if min_take + reserve > burst + EPS:
+        raise ValueError(f"cannot take {min_take} tokens at once (keeping {reserve}) "
+                         f"from a bucket of {burst}")
     s = refill(state, now_us, rate_per_s, burst)
-    if s.tokens + EPS < min_take:
-        return Take(s, 0.0, (min_take - s.tokens) / rate_per_s)
-    if s.tokens + EPS >= want:
+    free = s.tokens - reserve
+    if free + EPS < min_take:
+        return Take(s, 0.0, (min_take - free) / rate_per_s)
+    if free + EPS >= want:
         got = want
     else:  # a part: whole tokens, never fewer than min_take
-        got = max(min_take, float(math.floor(s.tokens + EPS)))
+        got = max(min_take, float(math.floor(free + EPS)))
     return Take(BucketState(max(0.0, s.tokens - got), s.ts_us), got, 0.0)
 
 
@@ -79,10 +85,21 @@ def idle_ttl_ms(rate_per_s: float, burst: float) -> int:
     return math.ceil(burst / rate_per_s * 1000) + 1000
 
 
-def bite(remaining: float, rate_per_s: float, burst: float, poll_s: float) -> float:
+def bite(remaining: float, rate_per_s: float, burst: float, poll_s: float,
+         reserve: float = 0.0) -> float:
     """The least part ``acquire`` waits for: about ``poll_s`` worth of whole tokens (so a
-    waiter asks Redis at most ~1/poll_s times a second), at least one, at most the burst."""
-    return min(remaining, float(math.floor(burst)), max(1.0, float(math.floor(rate_per_s * poll_s))))
+    waiter asks Redis at most ~1/poll_s times a second), at least one, at most what the
+    bucket can hold beside the reserve."""
+    return min(remaining, float(math.floor(burst - reserve)),
+               max(1.0, float(math.floor(rate_per_s * poll_s))))
+
+
+def bulk_reserve(burst: float, fraction: float) -> float:
+    """Whole tokens bulk takers leave for critical ones: ``fraction`` of the burst, and
+    never so many that a bulk taker could not get one token (a 1-token bucket keeps none)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"reserve fraction must be in [0, 1), got {fraction!r}")
+    return float(min(math.floor(burst * fraction), math.floor(burst) - 1))
 
 
 class LocalBucket:
@@ -94,7 +111,8 @@ class LocalBucket:
         self.burst = burst
         self._state: BucketState | None = None
 
-    def take(self, now_us: int, want: float, min_take: float | None = None) -> Take:
-        t = take(self._state, now_us, self.rate_per_s, self.burst, want, min_take)
+    def take(self, now_us: int, want: float, min_take: float | None = None,
+             reserve: float = 0.0) -> Take:
+        t = take(self._state, now_us, self.rate_per_s, self.burst, want, min_take, reserve)
         self._state = t.state
         return t

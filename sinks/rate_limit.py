@@ -8,7 +8,9 @@ time a bucket takes to fill, so idle buckets vanish.
 
 ``acquire(n)`` waits (sleeps) until n tokens are granted, taking them in parts as they
 come (so n may exceed the burst, and a big taker is not starved by small ones);
-``try_acquire(n)`` never waits: ``(granted, retry_after_s)``.  ``AsyncTokenBucket`` is the
+``try_acquire(n)`` never waits: ``(granted, retry_after_s)``.  A bucket built with a
+``reserve`` keeps that many tokens from ordinary takes: only ``critical=True`` takes use
+them, so critical sends do not queue behind bulk ones on a busy bucket.  ``AsyncTokenBucket`` is the
 same over ``redis.asyncio`` for the gateway.  While Redis is unreachable a bucket falls
 back to a local bucket of the same rate in this process (each process then keeps the rate
 on its own, so the sum can exceed it; a provider's 429 is retried) and logs it.
@@ -26,22 +28,31 @@ import redis.asyncio as aredis
 from prometheus_client import Counter
 
 from notiflow.config import Settings
-from operators.token_bucket import EPS, LocalBucket, Take, bite, check_limits, idle_ttl_ms
+from operators.token_bucket import (
+    EPS,
+    LocalBucket,
+    Take,
+    bite,
+    bulk_reserve,
+    check_limits,
+    idle_ttl_ms,
+)
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "nf:rl:"
 
-# KEYS[1] the bucket.  ARGV: rate/s, burst, want, min_take, ttl_ms[, now_us: tests only].
+# KEYS[1] the bucket.  ARGV: rate/s, burst, want, min_take, ttl_ms, reserve[, now_us: tests].
 # Returns {granted, wait_s, now_us} as strings (Lua numbers come back truncated to integers).
 # Mirrors operators.token_bucket.take; keep the two in step.
 TAKE_LUA = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local want, min_take = tonumber(ARGV[3]), tonumber(ARGV[4])
+local reserve = tonumber(ARGV[6])
 local EPS = 1e-9
 local now
-if ARGV[6] then
-  now = tonumber(ARGV[6])
+if ARGV[7] then
+  now = tonumber(ARGV[7])
 else
   redis.replicate_commands()
   local t = redis.call('TIME')
@@ -58,14 +69,15 @@ else
   tokens = math.min(burst, tokens)
 end
 local got, wait = 0, 0
+local free = tokens - reserve
 if want > 0 then
-  if tokens + EPS < min_take then
-    wait = (min_take - tokens) / rate
+  if free + EPS < min_take then
+    wait = (min_take - free) / rate
   else
-    if tokens + EPS >= want then
+    if free + EPS >= want then
       got = want
     else
-      got = math.max(min_take, math.floor(tokens + EPS))
+      got = math.max(min_take, math.floor(free + EPS))
     end
     tokens = math.max(0, tokens - got)
   end
@@ -85,9 +97,13 @@ class _BucketBase:
     """What the sync and async buckets share: limits, arguments, the Redis-down fallback."""
 
     def __init__(self, key: str, rate_per_s: float, burst: float | None,
-                 poll_s: float) -> None:
+                 poll_s: float, reserve: float) -> None:
         burst = rate_per_s if burst is None else burst
         check_limits(rate_per_s, burst)
+        if not 0 <= reserve <= burst - 1:
+            raise ValueError(f"reserve must leave ordinary takers at least 1 of the "
+                             f"{burst:g} tokens, got {reserve!r}")
+        self.reserve = float(reserve)
         self.key = KEY_PREFIX + key
         self.rate_per_s = float(rate_per_s)
         self.burst = float(burst)
@@ -97,20 +113,25 @@ class _BucketBase:
         self.redis_unavailable = 0  # takes served by the local fallback
         self.last_now_us = 0  # the bucket's clock at the last take (Redis TIME): for benches
 
-    def _args(self, want: float, min_take: float) -> list[str]:
-        if min_take > self.burst + EPS:
-            raise ValueError(f"cannot take {min_take:g} tokens at once from {self.key}: "
-                             f"its burst is {self.burst:g} (use acquire(), which takes parts)")
-        return [repr(self.rate_per_s), repr(self.burst), repr(float(want)),
-                repr(float(min_take)), str(self._ttl_ms)]
+    def _keep(self, critical: bool) -> float:
+        return 0.0 if critical else self.reserve
 
-    def _fallback(self, e: Exception, want: float, min_take: float) -> tuple[float, float]:
+    def _args(self, want: float, min_take: float, keep: float) -> list[str]:
+        if min_take + keep > self.burst + EPS:
+            raise ValueError(f"cannot take {min_take:g} tokens at once from {self.key}: "
+                             f"its burst is {self.burst:g}, {keep:g} kept for critical "
+                             f"sends (use acquire(), which takes parts)")
+        return [repr(self.rate_per_s), repr(self.burst), repr(float(want)),
+                repr(float(min_take)), str(self._ttl_ms), repr(keep)]
+
+    def _fallback(self, e: Exception, want: float, min_take: float,
+                  keep: float) -> tuple[float, float]:
         if not self.redis_unavailable:
             log.warning("rate limit %s: Redis unavailable (%s), using a local bucket",
                         self.key, e)
         self.redis_unavailable += 1
         self.last_now_us = _now_us()
-        t: Take = self._local.take(self.last_now_us, want, min_take)
+        t: Take = self._local.take(self.last_now_us, want, min_take, keep)
         return t.granted, t.wait_s
 
     def _recovered(self) -> None:
@@ -119,45 +140,49 @@ class _BucketBase:
                         self.redis_unavailable)
             self.redis_unavailable = 0
 
-    def _bite(self, remaining: float) -> float:
-        return bite(remaining, self.rate_per_s, self.burst, self.poll_s)
+    def _bite(self, remaining: float, keep: float) -> float:
+        return bite(remaining, self.rate_per_s, self.burst, self.poll_s, keep)
 
 
 class TokenBucket(_BucketBase):
     """A bucket of ``burst`` tokens (default: one second's worth) refilled at
-    ``rate_per_s``, stored at ``nf:rl:{key}`` and shared by everyone using that key."""
+    ``rate_per_s``, stored at ``nf:rl:{key}`` and shared by everyone using that key
+    (with the same rate and burst)."""
 
     def __init__(self, client: redis.Redis, key: str, rate_per_s: float,
-                 burst: float | None = None, *, poll_s: float = 0.01,
+                 burst: float | None = None, *, reserve: float = 0.0, poll_s: float = 0.01,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(key, rate_per_s, burst, poll_s)
+        super().__init__(key, rate_per_s, burst, poll_s, reserve)
         self._script = client.register_script(TAKE_LUA)
         self._sleep = sleep
 
-    def take(self, want: float, min_take: float) -> tuple[float, float]:
+    def take(self, want: float, min_take: float, critical: bool = False) -> tuple[float, float]:
         """One atomic take: (granted, wait_s).  Raises ValueError if min_take > burst."""
-        args = self._args(want, min_take)
+        keep = self._keep(critical)
+        args = self._args(want, min_take, keep)
         try:
             got, wait, now = self._script(keys=[self.key], args=args)
         except redis.RedisError as e:
-            return self._fallback(e, want, min_take)
+            return self._fallback(e, want, min_take, keep)
         self._recovered()
         self.last_now_us = int(now)
         return float(got), float(wait)
 
-    def try_acquire(self, n: float = 1) -> tuple[bool, float]:
+    def try_acquire(self, n: float = 1, critical: bool = False) -> tuple[bool, float]:
         """All n tokens now, or none: (granted, seconds until they would be there)."""
-        got, wait = self.take(n, n)
+        got, wait = self.take(n, n, critical)
         return got > 0 or n <= 0, wait
 
-    def grants(self, n: float, max_wait_s: float | None = None) -> Iterator[float]:
+    def grants(self, n: float, max_wait_s: float | None = None,
+               critical: bool = False) -> Iterator[float]:
         """Yield parts of n as they are granted, sleeping between; stop early (the rest not
         granted) once ``max_wait_s`` has gone by.  Send each part as it comes: the
         provider then sees the rate, not bursts of a whole batch."""
         remaining = float(n)
         deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+        keep = self._keep(critical)
         while remaining > EPS:
-            got, wait = self.take(remaining, self._bite(remaining))
+            got, wait = self.take(remaining, self._bite(remaining, keep), critical)
             if got > 0:
                 remaining -= got
                 yield got
@@ -169,10 +194,10 @@ class TokenBucket(_BucketBase):
                 wait = min(wait, left)
             self._sleep(wait)
 
-    def acquire(self, n: float = 1) -> float:
+    def acquire(self, n: float = 1, critical: bool = False) -> float:
         """Wait until n tokens are granted (in parts when n > burst); seconds waited."""
         t0 = time.monotonic()
-        for _ in self.grants(n):
+        for _ in self.grants(n, critical=critical):
             pass
         return time.monotonic() - t0
 
@@ -181,29 +206,34 @@ class AsyncTokenBucket(_BucketBase):
     """``TokenBucket`` over ``redis.asyncio`` (same script, same keys): for the gateway."""
 
     def __init__(self, client: aredis.Redis, key: str, rate_per_s: float,
-                 burst: float | None = None, *, poll_s: float = 0.01) -> None:
-        super().__init__(key, rate_per_s, burst, poll_s)
+                 burst: float | None = None, *, reserve: float = 0.0,
+                 poll_s: float = 0.01) -> None:
+        super().__init__(key, rate_per_s, burst, poll_s, reserve)
         self._script = client.register_script(TAKE_LUA)
 
-    async def take(self, want: float, min_take: float) -> tuple[float, float]:
-        args = self._args(want, min_take)
+    async def take(self, want: float, min_take: float,
+                   critical: bool = False) -> tuple[float, float]:
+        keep = self._keep(critical)
+        args = self._args(want, min_take, keep)
         try:
             got, wait, now = await self._script(keys=[self.key], args=args)
         except redis.RedisError as e:
-            return self._fallback(e, want, min_take)
+            return self._fallback(e, want, min_take, keep)
         self._recovered()
         self.last_now_us = int(now)
         return float(got), float(wait)
 
-    async def try_acquire(self, n: float = 1) -> tuple[bool, float]:
-        got, wait = await self.take(n, n)
+    async def try_acquire(self, n: float = 1, critical: bool = False) -> tuple[bool, float]:
+        got, wait = await self.take(n, n, critical)
         return got > 0 or n <= 0, wait
 
-    async def grants(self, n: float, max_wait_s: float | None = None) -> AsyncIterator[float]:
+    async def grants(self, n: float, max_wait_s: float | None = None,
+                     critical: bool = False) -> AsyncIterator[float]:
         remaining = float(n)
         deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+        keep = self._keep(critical)
         while remaining > EPS:
-            got, wait = await self.take(remaining, self._bite(remaining))
+            got, wait = await self.take(remaining, self._bite(remaining, keep), critical)
             if got > 0:
                 remaining -= got
                 yield got
@@ -215,15 +245,15 @@ class AsyncTokenBucket(_BucketBase):
                 wait = min(wait, left)
             await asyncio.sleep(wait)
 
-    async def acquire(self, n: float = 1) -> float:
+    async def acquire(self, n: float = 1, critical: bool = False) -> float:
         t0 = time.monotonic()
-        async for _ in self.grants(n):
+        async for _ in self.grants(n, critical=critical):
             pass
         return time.monotonic() - t0
 
 
-def grants_all(buckets: Sequence[TokenBucket], n: int,
-               max_wait_s: float | None = None) -> Iterator[int]:
+def grants_all(buckets: Sequence[TokenBucket], n: int, max_wait_s: float | None = None,
+               critical: bool = False) -> Iterator[int]:
     """Whole parts of n granted by every bucket (an SMS needs its provider's token and its
     sender number's): parts come from the first bucket, the others then wait for the same
     count.  Put the tightest bucket first."""
@@ -232,9 +262,9 @@ def grants_all(buckets: Sequence[TokenBucket], n: int,
             yield n
         return
     first, rest = buckets[0], buckets[1:]
-    for part in first.grants(n, max_wait_s):
+    for part in first.grants(n, max_wait_s, critical):
         for b in rest:
-            b.acquire(part)
+            b.acquire(part, critical)
         yield round(part)
 
 
@@ -263,7 +293,9 @@ class ProviderLimits:
 
     ``send(provider, tasks, send_fn)`` sends tasks in the parts the buckets grant, so
     the provider sees the configured rate; what gets no tokens within
-    ``rate_max_wait_s`` comes back deferred (``retry``, due when tokens will be there)."""
+    ``rate_max_wait_s`` comes back deferred (``retry``, due when tokens will be there).
+    Critical tasks go first and may use the ``rate_critical_reserve`` share of each bucket
+    that bulk sends leave alone."""
 
     def __init__(self, cfg: Settings, client: redis.Redis | None = None) -> None:
         self._cfg = cfg
@@ -275,7 +307,9 @@ class ProviderLimits:
     def _bucket(self, key: str, rate: float) -> TokenBucket | None:
         if rate <= 0:
             return None
-        return TokenBucket(self._r, key, rate, max(1.0, rate * self._cfg.rate_burst_s))
+        burst = max(1.0, rate * self._cfg.rate_burst_s)
+        return TokenBucket(self._r, key, rate, burst,
+                           reserve=bulk_reserve(burst, self._cfg.rate_critical_reserve))
 
     def buckets_for(self, provider: str) -> list[TokenBucket]:
         """Tightest first: the sender number's (SMS), then the provider's."""
@@ -294,16 +328,29 @@ class ProviderLimits:
     def send(self, provider: str, tasks: list, send_fn: Callable[[list], list]
              ) -> tuple[list, list]:
         """(results of what was sent, sends deferred for want of tokens)."""
-        from sinks import results as R
-
         buckets = self.buckets_for(provider)
         if not buckets or not tasks:
             return (send_fn(tasks) if tasks else []), []
+        crit = [t for t in tasks if t.priority == "critical"]
+        bulk = [t for t in tasks if t.priority != "critical"] if crit else tasks
+        out: list = []
+        deferred: list = []
+        for group, critical in ((crit, True), (bulk, False)):
+            if group:
+                sent, later = self._send_group(provider, buckets, group, send_fn, critical)
+                out += sent
+                deferred += later
+        return out, deferred
+
+    def _send_group(self, provider: str, buckets: list[TokenBucket], tasks: list,
+                    send_fn: Callable[[list], list], critical: bool) -> tuple[list, list]:
+        from sinks import results as R
+
         out: list = []
         i = 0
         t0 = time.monotonic()
         sending = 0.0
-        for part in grants_all(buckets, len(tasks), self._cfg.rate_max_wait_s):
+        for part in grants_all(buckets, len(tasks), self._cfg.rate_max_wait_s, critical):
             s0 = time.monotonic()
             out += send_fn(tasks[i:i + part])
             sending += time.monotonic() - s0

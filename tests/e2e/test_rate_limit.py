@@ -13,6 +13,7 @@ import time
 import uuid
 
 import httpx
+import msgspec
 import pytest
 import redis
 import redis.asyncio as aredis
@@ -22,6 +23,7 @@ from notiflow.config import Settings
 from operators.token_bucket import idle_ttl_ms, take
 from sandbox.client import SandboxControl
 from schemas.task import DeliveryTask
+from sinks import results as R
 from sinks.bytewax_sinks import DeliverySink
 from sinks.failover import FailoverSender
 from sinks.rate_limit import (
@@ -63,12 +65,14 @@ def test_lua_script_runs_the_python_arithmetic(r):
     state, now = None, 1_700_000_000 * 1_000_000
     for _ in range(300):
         now += rng.choice([0, rng.randrange(0, 400_000), -5_000])  # a clock step back too
-        want = rng.choice([0, 1, 2, 3.5, 7, 10])
+        want = rng.choice([0, 1, 2, 3.5, 7, 8])
         least = rng.choice([want, min(want, 1)])
-        py = take(state, now, rate, burst, want, least)
+        keep = rng.choice([0.0, 0.0, 2.0])
+        py = take(state, now, rate, burst, want, least, keep)
         state = py.state
         got, wait, at = script(keys=[k], args=[repr(rate), repr(burst), repr(float(want)),
-                                               repr(float(least)), "60000", str(now)])
+                                               repr(float(least)), "60000", repr(keep),
+                                               str(now)])
         h = r.hgetall(k)
         assert float(got) == pytest.approx(py.granted, abs=1e-9)
         assert float(wait) == pytest.approx(py.wait_s, abs=1e-9)
@@ -94,6 +98,17 @@ def test_try_acquire_answers_at_once_with_retry_after_and_idle_buckets_expire(r)
     assert 0 < r.pttl(b.key) <= idle_ttl_ms(10, 3)
     with pytest.raises(ValueError, match="burst is 3"):
         b.try_acquire(4)
+
+
+def test_critical_takes_find_the_reserve_bulk_takes_leave(r):
+    b = TokenBucket(r, key(), rate_per_s=0.01, burst=10, reserve=2)  # ~no refill
+    assert b.try_acquire(8) == (True, 0.0)
+    ok, after = b.try_acquire(1)  # bulk: only the reserve is left
+    assert not ok and after > 60
+    assert b.try_acquire(2, critical=True)[0]
+    assert not b.try_acquire(1, critical=True)[0]
+    with pytest.raises(ValueError, match="reserve"):
+        TokenBucket(r, key(), rate_per_s=1, burst=2, reserve=2)
 
 
 def test_acquire_more_than_the_burst_waits_and_takes_parts(r):
@@ -197,3 +212,30 @@ def test_sms_waits_per_sender_number_then_spills_over_and_defers_the_rest(stack,
     assert len(deferred) == 30 - sum(sent_by.values())
     assert all(d.reason.startswith("rate limit vonage") and d.retry_after > 0 for d in deferred)
     assert not any(b.state == "open" for b in sender.breakers.values())
+
+
+def test_critical_sends_go_first_and_may_use_the_reserve(stack, r):
+    from sinks.rate_limit import ProviderLimits
+
+    r.delete(KEY_PREFIX + provider_key("apns"))
+    cfg = cfg_for(stack, rate_apns_per_s=10, rate_burst_s=1, rate_critical_reserve=0.2,
+                  rate_max_wait_s=0.05)
+    run = f"rlc{uuid.uuid4().hex[:6]}"
+    bulk = [task(run, i, "apns", f"{i:064x}") for i in range(10)]
+    crit = [msgspec.structs.replace(task(run, 99, "apns", "f" * 64), priority="critical")]
+    calls: list[list[str]] = []
+
+    def send_fn(part):
+        calls.append([t.priority for t in part])
+        return [R.sent(t) for t in part]
+
+    limits = ProviderLimits(cfg)
+    try:
+        sent, deferred = limits.send("apns", bulk + crit, send_fn)
+    finally:
+        limits.close()
+        r.delete(KEY_PREFIX + provider_key("apns"))
+    assert calls[0] == ["critical"]
+    # critical took 1 of the 10 tokens; bulk leaves the reserve (2): 7 sent, 3 deferred
+    assert len(sent) == 1 + 7 and len(deferred) == 3
+    assert all(d.task.priority != "critical" and d.status == "retry" for d in deferred)

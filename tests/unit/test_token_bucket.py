@@ -8,6 +8,7 @@ from operators.token_bucket import (
     BucketState,
     LocalBucket,
     bite,
+    bulk_reserve,
     check_limits,
     idle_ttl_ms,
     refill,
@@ -58,6 +59,24 @@ def test_float_slack_pays_for_sums_of_fractions():
     assert take(s, 0, 1, 10, want=5, min_take=1).granted == 1
 
 
+def test_reserve_is_left_in_the_bucket_for_takers_without_one():
+    s = BucketState(5, 0)
+    t = take(s, 0, 1, 10, want=5, min_take=1, reserve=2)
+    assert t.granted == 3 and t.state.tokens == 2
+    t = take(t.state, 0, 1, 10, want=1, reserve=2)
+    assert t.granted == 0 and t.wait_s == pytest.approx(1.0)
+    assert take(t.state, 0, 1, 10, want=2).granted == 2  # a critical take uses it
+
+
+def test_bulk_reserve_is_whole_tokens_and_leaves_bulk_at_least_one():
+    assert bulk_reserve(1000, 0.1) == 100
+    assert bulk_reserve(5, 0.1) == 0
+    assert bulk_reserve(1, 0.5) == 0
+    assert bulk_reserve(2, 0.9) == 1
+    with pytest.raises(ValueError):
+        bulk_reserve(10, 1.0)
+
+
 def test_zero_want_grants_nothing_and_never_waits():
     t = take(None, 0, 1, 1, want=0)
     assert t.granted == 0 and t.wait_s == 0
@@ -66,6 +85,8 @@ def test_zero_want_grants_nothing_and_never_waits():
 def test_min_take_over_burst_is_a_clear_error():
     with pytest.raises(ValueError, match="bucket of 5"):
         take(None, 0, 1, 5, want=6)
+    with pytest.raises(ValueError, match="keeping 2"):
+        take(None, 0, 1, 5, want=4, reserve=2)
 
 
 @pytest.mark.parametrize("rate,burst", [(0, 1), (-1, 1), (float("nan"), 1), (1, 0.5),
@@ -86,6 +107,7 @@ def test_bite_is_whole_tokens_between_one_and_burst():
     assert bite(1000, rate_per_s=10_000, burst=40, poll_s=0.01) == 40
     assert bite(3, rate_per_s=10_000, burst=10_000, poll_s=0.01) == 3
     assert bite(1000, rate_per_s=150, burst=150, poll_s=0.01) == 1
+    assert bite(1000, rate_per_s=10_000, burst=40, poll_s=0.01, reserve=4) == 36
 
 
 def test_granted_over_any_window_never_exceeds_rate_times_window_plus_burst():
