@@ -9,7 +9,8 @@ latency = event_ms - created_ms of 'sent' receipts.  Prints figures; asserts not
     python -m bench --phases scaling,fanout --fanout-followers 100000   # only the new phases
 
 Phases (``--phases``, default all): e2e (in-app, push, mixed, critical), transports,
-memory, scaling (bench/scaling.py), fanout (bench/fanout.py); the delivered
+ratelimit (bench/rate_limit.py), memory, scaling (bench/scaling.py), fanout
+(bench/fanout.py); the delivered
 receipts per second of the phases that ran go to docs/bench-deliveries.png.
 """
 
@@ -40,7 +41,7 @@ from notiflow.topics import partition_for
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
-PHASES = ("e2e", "transports", "memory", "scaling", "fanout")
+PHASES = ("e2e", "transports", "ratelimit", "memory", "scaling", "fanout")
 
 
 def q(stats_url: str, sql: str) -> list[list]:
@@ -130,7 +131,7 @@ def main() -> None:
         e2e_phases(args, panels)
     if "transports" in phases and not args.skip_push_transports:
         push_transports()
-    if not args.skip_ratelimit:
+    if "ratelimit" in phases and not args.skip_ratelimit:
         ratelimit()
     if "memory" in phases and args.memory_users:
         memory_run(args.memory_users, args.partitions)

@@ -270,15 +270,15 @@ def report(out: dict) -> None:
     console.print(f"[bold]fan-out[/]: {out['followers']:,} followers ({out['active']:,} active), "
                   f"subscriptions published in {out['load_s']:.1f} s, flows bootstrapped in "
                   f"{out['bootstrap_s']:.1f} s")
-    t = Table(title=f"{out['followers']:,}-follower fan-out (published -> expanded / last sent "
-                    "receipt)")
-    for c in ("request", "routed now", "expand s", "deliver s", "sent/s", "sent", "progress"):
+    t = Table(title=f"{out['followers']:,}-follower fan-out: published -> all expanded (Redis "
+                    "nf:fanout) / last sent receipt (ClickHouse)")
+    for c in ("request", "expanded", "routed now", "deferred", "expand s", "deliver s", "sent/s"):
         t.add_column(c)
     for r in out.get("runs", []):
         rate = f"{r['sent'] / r['deliver_s']:,.0f}" if r["deliver_s"] else "-"
-        t.add_row(f"{r['id']}", f"{r['expected_now']:,}",
-                  _s(r["expand_s"]), _s(r["deliver_s"]), rate, f"{r['sent']:,}",
-                  ", ".join(f"{k}={v:,}" for k, v in sorted(r["progress"].items())))
+        prog = r["progress"]
+        t.add_row(r["id"], f"{prog['expanded']:,}", f"{prog['routed_now']:,}",
+                  f"{prog['deferred']:,}", _s(r["expand_s"]), _s(r["deliver_s"]), rate)
     console.print(t)
     if "critical" in out:
         n, p50, p99, mx = out["critical"]

@@ -48,8 +48,13 @@ class RetryQueue:
 
     def due(self, now_ms: int) -> list[RetryEnvelope]:
         out = []
+        attempts = self._attempts
         while self._heap and self._heap[0][0] <= now_ms:
-            out.append(heapq.heappop(self._heap)[2])
+            env = heapq.heappop(self._heap)[2]
+            if env.deadline_ms and attempts.get(chain_key(env), 0) > env.task.attempt:
+                self.dropped += 1  # superseded by a later attempt of its chain
+                continue
+            out.append(env)
         if now_ms - self._swept > 60_000:
             self._sweep(now_ms)
         return out

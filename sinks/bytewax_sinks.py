@@ -29,14 +29,23 @@ log = logging.getLogger(__name__)
 
 
 def unique_sends(tasks: list[DeliveryTask]) -> tuple[list[DeliveryTask], list[DeliveryTask]]:
-    """(first copy of each (notification, channel, target), the other copies)."""
-    seen: set[str] = set()
-    first, again = [], []
+    """(one copy of each (notification, user, channel, target), the other copies).
+
+    The copy kept is the latest attempt: its retry chain is the one that goes on (the
+    retry queue drops attempts older than what it has seen), so the others end here."""
+    keep: dict[str, DeliveryTask] = {}
+    again: list[DeliveryTask] = []
     for t in tasks:
         k = marker_key(t)
-        (again if k in seen else first).append(t)
-        seen.add(k)
-    return first, again
+        had = keep.get(k)
+        if had is None:
+            keep[k] = t
+        elif t.attempt > had.attempt:
+            keep[k] = t
+            again.append(had)
+        else:
+            again.append(t)
+    return list(keep.values()), again
 
 
 def count(s) -> None:

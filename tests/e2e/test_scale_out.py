@@ -28,6 +28,7 @@ from notiflow.topics import partition_for
 P = 8  # partitions of the user-keyed topics: >= the most workers tried (4)
 USERS = [f"so-u{i:03d}" for i in range(48)]
 CREATED = 1_764_050_000_000  # fixed: inbox entries carry created_ms
+GROUPS = {f"so-m{k}": [USERS[(k * 5 + j * 7) % len(USERS)] for j in range(5)] for k in range(12)}
 
 
 @dataclass
@@ -84,9 +85,8 @@ def publish_workload(brokers: str) -> int:
         put("notify.requests", u, _request(f"so-d{i}", [u], ["inapp"], dedup=what), u)  # again
         put("notify.requests", u, _request(f"so-e{i}", [u], ["inapp"], dedup=what), u)  # same event
         put("notify.requests", u, _request(f"so-f{i}", [u], [], "order.shipped"), u)  # defaults
-    for k in range(12):  # several recipients each, spread over partitions
-        group = [USERS[(k * 5 + j * 7) % len(USERS)] for j in range(5)]
-        put("notify.requests", group[0], _request(f"so-m{k}", group, ["inapp", "push"]), group[0])
+    for k, group in GROUPS.items():  # several recipients each, spread over partitions
+        put("notify.requests", group[0], _request(k, group, ["inapp", "push"]), group[0])
     for k, raw in enumerate((b'{"v":1,"id":"so-bad0","type":', b'{"v":1,"id":"so-bad1",'
                              b'"type":"a.b","body":"x","created_at":1}',
                              b'{"v":1,"id":"so-bad2","type":"a.b","created_at":1,'
@@ -162,6 +162,11 @@ def one_worker(partitions_env, tmp_path_factory) -> Outcome:
     for o in ("sent", "suppressed", "duplicate", "rejected", "no_target"):
         assert outcomes[o] > 0, (o, outcomes)
     assert sum(len(v[0]) for v in out.inboxes.values()) > len(USERS)
+    # every recipient of a multi-recipient request gets it (a sent-marker keyed without the
+    # user once made all but the first a "duplicate", in an order that depended on workers)
+    for nid, group in GROUPS.items():
+        for u in group:
+            assert out.receipts[(nid, u, "inapp", "sent")] == 1, (nid, u)
     return out
 
 

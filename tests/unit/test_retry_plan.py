@@ -76,3 +76,23 @@ def test_retry_queue_admits_each_attempt_of_a_chain_once_even_after_restore():
     # chains past their deadline are forgotten at the next sweep
     q2.due(120_000)
     assert q2.snapshot()[1] == []
+
+
+def test_retry_queue_releases_only_the_newest_attempt_of_a_chain():
+    """After a restore, attempts 5 and 6 of one chain can both be waiting: only 6 goes on."""
+    q = RetryQueue()
+    for a in (5, 6):
+        assert q.add(RetryEnvelope(task=msgspec.structs.replace(T, attempt=a), due_ms=100,
+                                   deadline_ms=50_000))
+    assert [e.task.attempt for e in q.due(200)] == [6]
+
+
+def test_unique_sends_keeps_the_latest_attempt_of_copies_in_one_batch():
+    from sinks.bytewax_sinks import unique_sends
+
+    a5, a6 = (msgspec.structs.replace(T, attempt=a) for a in (5, 6))
+    other = msgspec.structs.replace(T, user_id="someone-else")
+    keep, dup = unique_sends([a5, other, a6])
+    assert sorted((t.user_id, t.attempt) for t in keep) == sorted(
+        [(T.user_id, 6), ("someone-else", T.attempt)])
+    assert dup == [a5]
