@@ -10,8 +10,8 @@ latency = event_ms - created_ms of 'sent' receipts.  Prints figures; asserts not
 
 Phases (``--phases``, default all): e2e (in-app, push, mixed, critical), transports,
 ratelimit (bench/rate_limit.py), memory, scaling (bench/scaling.py), fanout
-(bench/fanout.py); the delivered
-receipts per second of the phases that ran go to docs/bench-deliveries.png.
+(bench/fanout.py), gateway (bench/gateway.py: single POSTs under wrk, skipped without
+wrk); the delivered receipts per second of the phases that ran go to docs/bench-deliveries.png.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from notiflow.topics import partition_for
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
-PHASES = ("e2e", "transports", "ratelimit", "memory", "scaling", "fanout")
+PHASES = ("e2e", "transports", "ratelimit", "memory", "scaling", "fanout", "gateway")
 
 
 def q(stats_url: str, sql: str) -> list[list]:
@@ -133,6 +133,11 @@ def main() -> None:
         push_transports()
     if "ratelimit" in phases and not args.skip_ratelimit:
         ratelimit()
+    if "gateway" in phases:
+        from bench.gateway import run as gateway_run
+
+        console.print("[bold]gateway[/] (bench/gateway.py, wrk)")
+        gateway_run([1, 32, 512], 5)
     if "memory" in phases and args.memory_users:
         memory_run(args.memory_users, args.partitions)
     if "scaling" in phases:

@@ -51,7 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.redis = aioredis.from_url(settings.redis_url)
+        # redis-py's default pool raises "Too many connections" past 100 concurrent
+        # requests; a blocking pool makes request 101 wait its turn instead
+        app.state.redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.gateway_redis_connections, timeout=5))
         app.state.key_store = KeyStore(app.state.redis, settings.gateway_key_cache_s,
                                        settings.gateway_default_rate,
                                        settings.gateway_default_burst)

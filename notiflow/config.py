@@ -156,6 +156,7 @@ class Settings(BaseSettings):
     gateway_key_cache_s: float = 5.0  # API key look-ups cached (a revoke takes this long)
     gateway_default_rate: float = 100.0  # requests/s per API key unless the key says
     gateway_default_burst: int = 200
+    gateway_redis_connections: int = 256  # per gateway process; more requests wait for one
     gateway_log_requests: bool = True  # one JSON log line per accepted notification
 
     def redacted(self) -> dict:
