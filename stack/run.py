@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"Dev API key (scopes *, admin): [bold]{stack.dev_api_key}[/]\n"
                       f"  curl -s {stack.gateway_url}/v1/notifications -H 'Authorization: Bearer "
                       f"{stack.dev_api_key}' -d '{{\"type\":\"social.like\",\"recipients\":"
-                      f"[\"sample-user\"],\"title\":\"hi\"}}'", soft_wrap=True)
+                      f"[\"sample-user\"],\"title\":\"hi\"}}'\n"
+                      f"Dashboard: {stack.gateway_url}/dashboard?key={stack.dev_api_key}",
+                      soft_wrap=True)
     console.print("Send a sample notification:  [bold]make sample[/]    "
                   "Receipts:  [bold]make stats[/]    Stop: Ctrl-C")
     rc = 0

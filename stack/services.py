@@ -257,6 +257,9 @@ def init_recovery(recovery_dir: Path, partitions: int, env: dict[str, str] | Non
     return True
 
 
+BULK_NICE = 0  # NOTIFLOW_BULK_NICE: niceness of the main and retry lanes' processes
+
+
 def start_flow(lane: str, env: dict[str, str], *, processes: int = 1, workers: int = 1,
                recovery_dir: Path, snapshot_s: float = 5, log_dir: Path | None = None,
                settle_s: float = 1.0) -> list[Service]:
@@ -272,7 +275,9 @@ def start_flow(lane: str, env: dict[str, str], *, processes: int = 1, workers: i
     if lane not in LANES:
         raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
     init_recovery(Path(recovery_dir), processes * workers, env)
-    base = _py("-m", "bytewax.run", f"dataflows.{lane}:flow", "-w", str(workers),
+    # bulk lanes yield the CPU to the critical lane where they share cores (locally, always)
+    nice = 0 if lane == "critical" else int(env.get("NOTIFLOW_BULK_NICE", BULK_NICE))
+    base = (["nice", "-n", str(nice)] if nice else []) + _py("-m", "bytewax.run", f"dataflows.{lane}:flow", "-w", str(workers),
                "-r", str(recovery_dir), "-s", str(snapshot_s), "-b", "0")
     addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     out: list[Service] = []
