@@ -16,6 +16,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=cfg.flow_workers,
                     help="worker threads per flow process (NOTIFLOW_FLOW_WORKERS)")
     ap.add_argument("--snapshot-s", type=float, default=5, help="recovery snapshot interval")
+    ap.add_argument("--workdir", type=Path, default=ROOT / "var",
+                    help="logs, recovery, spool, chDB and stack.env (default var/)")
     args = ap.parse_args(argv)
     if args.main_processes * args.workers > cfg.partitions:
         ap.error(f"{args.main_processes} process(es) x {args.workers} worker(s) > "
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with console.status("starting Kafka (Tansu), Redis, provider sandbox, loader (chDB), "
                             "topics, gateway, flows..."):
-            stack = start_stack(ROOT, workdir=ROOT / "var", with_flows=True, with_gateway=True,
+            stack = start_stack(ROOT, workdir=args.workdir, with_flows=True, with_gateway=True,
                                 main_processes=args.main_processes, workers=args.workers,
                                 snapshot_s=args.snapshot_s)
     except _Stop as e:
@@ -87,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     state["starting"] = False
 
     console.print(table(stack))
-    console.print(f"Stack variables: {stack.env_file.relative_to(ROOT)}")
+    env_file = stack.env_file
+    console.print(f"Stack variables: "
+                  f"{env_file.relative_to(ROOT) if env_file.is_relative_to(ROOT) else env_file}")
     if stack.gateway_url:
         console.print(f"HTTP gateway: {stack.gateway_url}  (API docs {stack.gateway_url}/docs)\n"
                       f"Dev API key (scopes *, admin): [bold]{stack.dev_api_key}[/]\n"
