@@ -53,7 +53,7 @@ fanout-status: $(STAMP)  # make fanout-status ID=<notification id>: a fan-out's 
 	@$(PY) -m stack.fanout_status "$(ID)" $(ARGS)
 
 api-key: $(STAMP)  # make api-key NAME=svc [SCOPE='social.*'] [RATE=100]: a producer API key, shown once
-	@test -n "$(NAME)" || (echo "usage: make api-key NAME=<name> [SCOPE='social.*' or '*' or admin] [RATE=req/s]" >&2; exit 2)
+	@test -n "$(NAME)" || (echo "usage: make api-key NAME=<name> [SCOPE='social.*' or '*' or admin or broadcast] [RATE=req/s]" >&2; exit 2)
 	@$(PY) -m gateway.api_keys create "$(NAME)" --scope '$(or $(SCOPE),*)' $(if $(RATE),--rate $(RATE))
 
 user-token: $(STAMP)  # make user-token USER=u1 [TTL=3600]: a signed token for the people's API

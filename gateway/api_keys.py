@@ -9,7 +9,9 @@ request instead of ~100 ms of CPU that would cap the gateway at a few requests p
 
 Scopes are notification-type patterns: ``"*"`` (every type), ``"social.*"`` (``social`` and
 every type under it), ``"social.like"`` (exactly that), plus ``"admin"`` for the operator
-endpoints (dashboard data, any user's inbox); ``"*"`` does not imply ``"admin"``.
+endpoints (dashboard data, any user's inbox) and ``"broadcast"`` for audience requests of
+kind ``all`` (every user: a key for social likes must not be able to page the whole user
+base); ``"*"`` implies neither.
 
 Keys travel as ``Authorization: Bearer nfk_...`` or ``X-API-Key: nfk_...``; the ``nfk_``
 prefix tells them apart from people's user tokens on the same header.
@@ -41,6 +43,8 @@ KEYS_HASH = "nf:apikeys"
 _TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")  # schemas/request.py's type rule
 PREFIX = "nfk_"
 ADMIN = "admin"
+BROADCAST = "broadcast"
+_EXPLICIT = (ADMIN, BROADCAST)  # never implied by a type pattern, not even "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +68,11 @@ def new_plaintext() -> str:
 
 
 def scope_allows(scopes: tuple[str, ...] | list[str], wanted: str) -> bool:
-    """Whether ``scopes`` cover ``wanted`` (a notification type, or "admin")."""
-    if wanted == ADMIN:
-        return ADMIN in scopes
+    """Whether ``scopes`` cover ``wanted`` (a notification type, "admin" or "broadcast")."""
+    if wanted in _EXPLICIT:
+        return wanted in scopes
     for pat in scopes:
-        if pat == ADMIN:
+        if pat in _EXPLICIT:
             continue
         if pat == "*" or pat == wanted:
             return True
@@ -80,9 +84,10 @@ def scope_allows(scopes: tuple[str, ...] | list[str], wanted: str) -> bool:
 def check_scope_pattern(pat: str) -> str:
     """Reject patterns that would never match (or match by accident) before storing them."""
     body = pat[:-2] if pat.endswith(".*") else pat
-    if pat in ("*", ADMIN) or _TYPE_RE.match(body):
+    if pat in ("*", *_EXPLICIT) or _TYPE_RE.match(body):
         return pat
-    raise ValueError(f"scope {pat!r}: use '*', 'admin', a type like 'social.like' or 'social.*'")
+    raise ValueError(f"scope {pat!r}: use '*', 'admin', 'broadcast', a type like "
+                     "'social.like' or 'social.*'")
 
 
 async def create_key(redis: aioredis.Redis, name: str, scopes: list[str],
@@ -300,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create", help="create a key and print it once")
     c.add_argument("name")
-    c.add_argument("--scope", action="append", help="type pattern or 'admin' (repeatable)")
+    c.add_argument("--scope", action="append",
+                   help="type pattern, 'admin' or 'broadcast' (repeatable)")
     c.add_argument("--rate", type=float, default=0, help="requests/s (default from settings)")
     c.add_argument("--burst", type=int, default=0)
     sub.add_parser("list", help="names, scopes and hash prefixes (never the keys)")

@@ -55,6 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # requests; a blocking pool makes request 101 wait its turn instead
         app.state.redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=settings.gateway_redis_connections, timeout=5))
+        # live streams hold a pub/sub connection each (user live mode) for as long as they
+        # are open: their own pool, so open streams never take the other routes' connections
+        app.state.live_redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.gateway_live_max_streams + 1, timeout=5))
+        app.state.live_open = 0
         app.state.key_store = KeyStore(app.state.redis, settings.gateway_key_cache_s,
                                        settings.gateway_default_rate,
                                        settings.gateway_default_burst)
@@ -68,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.producer.close()
             await app.state.redis.aclose()
+            await app.state.live_redis.aclose()
 
     app = FastAPI(title="notiflow gateway", version="1",
                   summary="Submit notifications over HTTP; people's inbox and settings.",

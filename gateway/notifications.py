@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api_keys import ApiKey, api_key
+from gateway.api_keys import BROADCAST, ApiKey, api_key
 from gateway.producer import OutRecord
 from notiflow import metrics
 from notiflow.logs import get_logger
@@ -100,6 +100,17 @@ def to_record(req: NotificationRequest, value: bytes, partitions: int, prefix: s
     return OutRecord(topic, value, key.encode(), partition_for(key, partitions))
 
 
+def scope_problem(key: ApiKey, req: NotificationRequest) -> str | None:
+    """Why ``key`` may not send ``req`` (None: it may).  The type must be in its scopes,
+    and a broadcast (audience "all") needs the explicit "broadcast" scope as well."""
+    if not key.allows(req.type):
+        return f"type: key {key.name!r} may not send {req.type!r} (its scopes: {', '.join(key.scopes)})"
+    if req.audience is not None and req.audience.kind == "all" and not key.allows(BROADCAST):
+        return (f"audience: key {key.name!r} may not broadcast to all users "
+                f"(needs the {BROADCAST!r} scope)")
+    return None
+
+
 def lane_of(record: OutRecord) -> str:
     return "critical" if record.topic.endswith(CRITICAL) else "bulk"
 
@@ -126,7 +137,7 @@ _ERROR = {"content": {"application/json": {"schema": {"$ref": _REF.format(name="
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed JSON", **_ERROR},
     401: {"description": "missing or unknown API key", **_ERROR},
-    403: {"description": "the key's scopes do not cover this type", **_ERROR},
+    403: {"description": "the key's scopes do not cover this type (or a broadcast)", **_ERROR},
     413: {"description": "body over the size limit", **_ERROR},
     422: {"description": "invalid request (reason names the field)", **_ERROR},
     429: {"description": "over the key's rate (see Retry-After)", **_ERROR},
@@ -152,9 +163,8 @@ async def submit(request: Request, key: Annotated[ApiKey, Depends(api_key)],
         req = to_request(obj, int(time.time() * 1000))
     except ValidationFailed as e:
         raise error(422, "invalid", e.reason) from None
-    if not key.allows(req.type):
-        raise error(403, "forbidden", f"type: key {key.name!r} may not send {req.type!r} "
-                    f"(its scopes: {', '.join(key.scopes)})")
+    if (why := scope_problem(key, req)) is not None:
+        raise error(403, "forbidden", why)
     if idempotency_key is not None:
         idem = idempotency_key.strip()
         if not idem:
@@ -212,9 +222,8 @@ async def submit_batch(request: Request, key: Annotated[ApiKey, Depends(api_key)
         except ValidationFailed as e:
             results.append({"index": i, "error": "invalid", "reason": e.reason})
             continue
-        if not key.allows(req.type):
-            results.append({"index": i, "error": "forbidden",
-                            "reason": f"type: key {key.name!r} may not send {req.type!r}"})
+        if (why := scope_problem(key, req)) is not None:
+            results.append({"index": i, "error": "forbidden", "reason": why})
             continue
         records.append(to_record(req, value, cfg.partitions, cfg.topic_prefix))
         ids.append((req.id, req.type))

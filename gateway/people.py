@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
@@ -319,16 +320,37 @@ async def get_badge(request: Request, user_id: Reader) -> Response:
 
 # --- live ------------------------------------------------------------------------------
 
+async def _counted(state: Any, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``stream``, releasing its slot under the live cap when it ends however it ends."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        state.live_open -= 1
+        await stream.aclose()
+
+
 @router.get("/live", summary="New in-app alerts as Server-Sent Events",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "event: inapp, data: inbox entry JSON"}})
 async def live(request: Request, user_id: Reader) -> StreamingResponse:
     cfg = settings_of(request)
+    state = request.app.state
+    if state.live_open >= cfg.gateway_live_max_streams:
+        raise HTTPException(503, {"error": "unavailable", "reason": (
+            f"live: this gateway holds its cap of {cfg.gateway_live_max_streams} open streams "
+            "(NOTIFLOW_GATEWAY_LIVE_MAX_STREAMS); retry later or on another gateway")},
+            headers={"Retry-After": "5"})
+    state.live_open += 1  # counted before the first await: no race past the cap
     try:
-        stream = await open_stream(request, _redis(request), user_id, cfg.inapp_live,
+        stream = await open_stream(request, state.live_redis, user_id, cfg.inapp_live,
                                    cfg.sse_heartbeat_s)
     except aioredis.RedisError as e:
+        state.live_open -= 1
         raise _unavailable("live feed", e) from None
-    return StreamingResponse(stream, media_type="text/event-stream",
+    except BaseException:
+        state.live_open -= 1
+        raise
+    return StreamingResponse(_counted(state, stream), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

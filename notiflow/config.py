@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     gateway_default_rate: float = 100.0  # requests/s per API key unless the key says
     gateway_default_burst: int = 200
     gateway_redis_connections: int = 256  # per gateway process; more requests wait for one
+    # open live (SSE) streams per gateway process; each holds a pub/sub connection in user
+    # live mode, from a pool of its own so streams never starve the other routes
+    gateway_live_max_streams: int = 10_000
     gateway_log_requests: bool = True  # one JSON log line per accepted notification
 
     def redacted(self) -> dict:

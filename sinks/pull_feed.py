@@ -18,7 +18,9 @@ open the app.  Keys:
 
 The merge writes through the in-app sink's own Lua script (sinks/inapp.py), so the same
 sent-marker ``nf:sent:{id}:{user}:inapp`` guards both: a member who was pushed the entry,
-or merges twice at once, gets it once.  The merge re-reads the last ``GRACE_MS`` before
+or merges twice at once, gets it once.  Markers live ``NOTIFLOW_SENT_MARKER_TTL_S`` (48 h)
+and pull entries ``NOTIFLOW_PULL_TTL_S`` (7 d), so the merge also skips ids already in the
+inbox: a member pushed the entry who opens the app after the marker expired.  The merge re-reads the last ``GRACE_MS`` before
 the cursor, because entries from several flow processes do not land in score order.
 """
 
@@ -35,6 +37,7 @@ import redis.asyncio as aioredis
 from operators.fanout import Progress
 from schemas.task import DeliveryTask
 from sinks.inapp import _SCRIPT as INAPP_SCRIPT  # same marker, inbox bound, badge, live
+from sinks.inapp import INBOX
 from sinks.inapp import entry as inbox_entry
 
 log = logging.getLogger(__name__)
@@ -133,9 +136,22 @@ def _reads(follows: dict[bytes, bytes], cursor: int) -> list[tuple[str, int]]:
     return list(out.items())
 
 
-def _pick(results: Iterable[list[tuple[bytes, float]]], now_ms: int, allow: Allow | None
-          ) -> tuple[list[dict], int]:
-    """(entries to merge, oldest first; newest score seen)."""
+def _inbox_ids(inbox: list[bytes]) -> set[str]:
+    """Ids of the entries already in an inbox (the sink writes ``{"id": ...`` first)."""
+    ids = set()
+    for raw in inbox:
+        try:
+            e = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(e, dict) and e.get("id") is not None:
+            ids.add(str(e["id"]))
+    return ids
+
+
+def _pick(results: Iterable[list[tuple[bytes, float]]], now_ms: int, allow: Allow | None,
+          have: frozenset[str] | set[str] = frozenset()) -> tuple[list[dict], int]:
+    """(entries to merge, oldest first; newest score seen); ids in ``have`` are skipped."""
     found: dict[str, tuple[float, dict]] = {}
     top = 0
     for rows in results:
@@ -146,7 +162,8 @@ def _pick(results: Iterable[list[tuple[bytes, float]]], now_ms: int, allow: Allo
             except orjson.JSONDecodeError:
                 continue
             exp = e.get("expires_ms") or 0
-            if (exp and exp <= now_ms) or (allow is not None and not allow(e)):
+            if (exp and exp <= now_ms) or (allow is not None and not allow(e)) \
+                    or str(e.get("id")) in have:
                 continue
             found.setdefault(str(e.get("id")), (score, e))
     picked = sorted(found.values(), key=lambda se: se[0])[-MERGE_MAX:]
@@ -177,7 +194,9 @@ def merge_into_inbox(r: redis.Redis, user_id: str, *, inbox_max: int = 200,
     p = r.pipeline(transaction=False)
     for audience, low in reads:
         p.zrangebyscore(PULL + audience, low, now, withscores=True)  # later: send_at
-    entries, top = _pick(p.execute(), now, allow)
+    p.lrange(INBOX + user_id, 0, -1)
+    *rows, inbox = p.execute()
+    entries, top = _pick(rows, now, allow, _inbox_ids(inbox))
     written = 0
     if entries:
         args = _script_args(user_id, entries, inbox_max, marker_ttl_s, live)
@@ -199,7 +218,9 @@ async def merge_into_inbox_async(r: aioredis.Redis, user_id: str, *, inbox_max: 
     p = r.pipeline(transaction=False)
     for audience, low in reads:
         p.zrangebyscore(PULL + audience, low, now, withscores=True)
-    entries, top = _pick(await p.execute(), now, allow)
+    p.lrange(INBOX + user_id, 0, -1)
+    *rows, inbox = await p.execute()
+    entries, top = _pick(rows, now, allow, _inbox_ids(inbox))
     written = 0
     if entries:
         args = _script_args(user_id, entries, inbox_max, marker_ttl_s, live)

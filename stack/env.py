@@ -121,7 +121,8 @@ def read_env_file(root: Path = ROOT) -> dict[str, str]:
 
 
 def create_dev_api_key(redis_url: str) -> str:
-    """An API key for local use (every type, plus admin), made the way producers' are."""
+    """An API key for local use (every type, plus admin and broadcast), made the way
+    producers' are."""
     import asyncio
 
     import redis.asyncio as aioredis
@@ -132,7 +133,7 @@ def create_dev_api_key(redis_url: str) -> str:
         r = aioredis.from_url(redis_url)
         try:
             cfg = Settings()
-            return await create_key(r, "dev", ["*", "admin"], cfg.gateway_default_rate,
+            return await create_key(r, "dev", ["*", "admin", "broadcast"], cfg.gateway_default_rate,
                                     cfg.gateway_default_burst)
         finally:
             await r.aclose()

@@ -1,0 +1,70 @@
+"""Pull-on-read merge never duplicates an entry the member was pushed, even after the
+in-app sent-marker expired (markers live NOTIFLOW_SENT_MARKER_TTL_S, 48 h; pull entries
+NOTIFLOW_PULL_TTL_S, 7 d).  Real redis-server, the real in-app sink script."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+import redis
+
+from operators.fanout import pull_entry
+from schemas.request import Audience, NotificationRequest
+from schemas.task import DeliveryTask
+from sinks.inapp import INBOX, InappWriter
+from sinks.pull_feed import FanoutRedis, merge_into_inbox
+from stack.services import start_redis
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    svc = start_redis(log_dir=tmp_path_factory.mktemp("redis-pull"))
+    try:
+        yield svc.url
+    finally:
+        svc.stop()
+
+
+def _broadcast(nid: str, now_ms: int) -> NotificationRequest:
+    return NotificationRequest(id=nid, type="news.post", created_at=now_ms - 1000,
+                               audience=Audience(kind="all"), title="News", body="b")
+
+
+def test_pushed_member_does_not_get_the_pull_entry_again_after_marker_expiry(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()  # "all" is read by every merge: start each test without the other's entry
+    user, nid = f"u-{uuid.uuid4().hex[:8]}", f"n-{uuid.uuid4().hex[:8]}"
+    now = 1_900_000_000_000
+    req = _broadcast(nid, now)
+    # the flow: the pull entry stored once, and this (active) member pushed in-app now
+    fr = FanoutRedis(redis_url, pull_max=500, pull_ttl_s=10**9, status_ttl_s=3600)
+    fr.write([("all", pull_entry(req), now)], [], [], [])
+    writer = InappWriter(redis_url, inbox_max=200, marker_ttl_s=3600, live="user")
+    task = DeliveryTask(notification_id=nid, user_id=user, type=req.type, priority="normal",
+                        channel="inapp", provider="redis", target_id="inbox", address="",
+                        title=req.title, body=req.body, template=None, data=None,
+                        collapse_key=None, created_ms=req.created_at)
+    assert writer.write([task]) == [True]
+    # the user does not open the app for longer than the marker lives
+    r.delete(f"nf:sent:{nid}:{user}:inapp")
+    assert merge_into_inbox(r, user, now_ms=now + 1000) == 0
+    ids = [msgspec.json.decode(e)["id"] for e in r.lrange(INBOX + user, 0, -1)]
+    assert ids == [nid], f"inbox holds the broadcast {ids.count(nid)} times"
+    writer.close()
+    fr.close()
+    r.close()
+
+
+def test_inactive_member_still_gets_the_pull_entry_once(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()  # "all" is read by every merge: start each test without the other's entry
+    user, nid = f"u-{uuid.uuid4().hex[:8]}", f"n-{uuid.uuid4().hex[:8]}"
+    now = 1_900_000_000_000
+    fr = FanoutRedis(redis_url, pull_max=500, pull_ttl_s=10**9, status_ttl_s=3600)
+    fr.write([("all", pull_entry(_broadcast(nid, now)), now)], [], [], [])
+    assert merge_into_inbox(r, user, now_ms=now + 1000) == 1
+    assert merge_into_inbox(r, user, now_ms=now + 2000) == 0
+    fr.close()
+    r.close()
