@@ -24,6 +24,9 @@ from schemas.task import DeliveryTask
 
 INBOX = "nf:inbox:"
 BADGE = "nf:badge:"
+# items per script call: Redis runs a script alone (~16 us an item), so a fan-out's batch
+# of 8,000 in one call held every other client (the critical lane) ~130 ms
+SCRIPT_ITEMS = 1000
 LIVE = "nf:live:"  # + user id; "nf:live" alone in batch mode
 
 _SCRIPT = r"""
@@ -76,10 +79,15 @@ class InappWriter:
     def write(self, tasks: list[DeliveryTask]) -> list[bool]:
         if not tasks:
             return []
-        # one JSON argument: measured cheaper for Redis than 3 arguments per item
-        blob = orjson.dumps([(t.user_id, t.notification_id, entry(t).decode()) for t in tasks])
-        res = self._script(keys=[], args=[self._ttl, self._max, blob, self._live])
-        return [c == 49 for c in res]  # b"1"
+        out: list[bool] = []
+        for i in range(0, len(tasks), SCRIPT_ITEMS):
+            part = tasks[i : i + SCRIPT_ITEMS]
+            # one JSON argument: measured cheaper for Redis than 3 arguments per item
+            blob = orjson.dumps([(t.user_id, t.notification_id, entry(t).decode())
+                                 for t in part])
+            res = self._script(keys=[], args=[self._ttl, self._max, blob, self._live])
+            out += [c == 49 for c in res]  # b"1"
+        return out
 
     def close(self) -> None:
         self._r.close()

@@ -68,3 +68,23 @@ def test_inactive_member_still_gets_the_pull_entry_once(redis_url):
     assert merge_into_inbox(r, user, now_ms=now + 2000) == 0
     fr.close()
     r.close()
+
+
+def test_inapp_batches_over_one_script_call_keep_every_item_and_the_markers(redis_url):
+    """A sink batch larger than SCRIPT_ITEMS is written in several script calls (so Redis
+    serves other clients between them): every item lands once, a replay writes nothing."""
+    from sinks.inapp import SCRIPT_ITEMS
+
+    r = redis.Redis.from_url(redis_url)
+    writer = InappWriter(redis_url, inbox_max=10, marker_ttl_s=3600, live="batch")
+    n = 2 * SCRIPT_ITEMS + 7
+    users = [f"c-{uuid.uuid4().hex[:8]}" for _ in range(n)]
+    tasks = [DeliveryTask(notification_id=f"n-{i}", user_id=u, type="t", priority="normal",
+                          channel="inapp", provider="redis", target_id="inbox", address="",
+                          title="t", body="b", template=None, data=None, collapse_key=None,
+                          created_ms=1) for i, u in enumerate(users)]
+    assert writer.write(tasks + tasks[:1]) == [True] * n + [False]  # in-batch copy: once
+    assert writer.write(tasks) == [False] * n
+    assert [r.llen(INBOX + u) for u in (users[0], users[SCRIPT_ITEMS], users[-1])] == [1, 1, 1]
+    writer.close()
+    r.close()
