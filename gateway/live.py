@@ -10,6 +10,9 @@ through proxies, and browsers reconnect by themselves.  Both live modes of the s
   each line to the streams of that user (one Redis connection however many streams).
 
 Each event is ``id: <notification id>``, ``event: inapp``, ``data: <inbox entry JSON>``.
+A client that reconnects with ``Last-Event-ID`` (browsers' EventSource do) first gets the
+inbox entries newer than that id, oldest first, then the live ones (none twice); if that id
+is no longer in the inbox (trimmed), one ``event: resync`` tells the app to read the inbox.
 Idle streams get a ``: ping`` comment every ``NOTIFLOW_SSE_HEARTBEAT_S`` so proxies keep
 them open; a stream ends when the client goes away.  Live is best effort: an app that
 reconnects reads the inbox for what it missed (a slow client's queue drops, never blocks).
@@ -28,11 +31,12 @@ import orjson
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from sinks.inapp import LIVE
+from sinks.inapp import INBOX, LIVE
 
 log = logging.getLogger(__name__)
 BATCH_CHANNEL = LIVE.rstrip(":")  # "nf:live"
 QUEUE_MAX = 256  # events a slow stream may lag behind before new ones are dropped
+BACKLOG_MAX = 200  # inbox entries read for a Last-Event-ID resume (the inbox bound)
 POLL_S = 1.0  # how often an idle stream checks whether its client is gone
 
 
@@ -41,14 +45,19 @@ def _bytes(data: bytes | str) -> bytes:
     return data.encode() if isinstance(data, str) else data
 
 
-def sse_event(entry: bytes) -> bytes:
-    """One SSE event for an inbox entry (JSON on one line, as the sink writes it)."""
+def _entry_id(entry: bytes) -> str | None:
     try:
         nid = orjson.loads(entry).get("id")
     except (orjson.JSONDecodeError, AttributeError):
-        nid = None
+        return None
+    return nid if isinstance(nid, str) else None
+
+
+def sse_event(entry: bytes) -> bytes:
+    """One SSE event for an inbox entry (JSON on one line, as the sink writes it)."""
+    nid = _entry_id(entry)
     head = b"event: inapp\n"
-    if isinstance(nid, str) and "\n" not in nid and "\r" not in nid:
+    if nid is not None and "\n" not in nid and "\r" not in nid:
         head = b"id: " + nid.encode() + b"\n" + head
     return head + b"data: " + entry.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n\n"
 
@@ -146,23 +155,56 @@ def hub_of(request: Request, r: aioredis.Redis) -> LiveHub:
     return hub
 
 
+def backlog_after(inbox: list[bytes], last_id: str) -> list[bytes] | None:
+    """Entries newer than ``last_id`` in an inbox read newest first, oldest first; None
+    when ``last_id`` is not there (trimmed away, or never this user's)."""
+    for i, entry in enumerate(inbox):
+        if _entry_id(entry) == last_id:
+            return inbox[:i][::-1]
+    return None
+
+
+RESYNC = (b"event: resync\ndata: {\"reason\":\"Last-Event-ID is not in the inbox any "
+          b"more: read the inbox\"}\n\n")
+
+
 async def open_stream(request: Request, r: aioredis.Redis, user_id: str, mode: str,
-                      heartbeat_s: float) -> AsyncIterator[bytes]:
-    """Subscribe now (so nothing published after this returns is missed) and return the
-    SSE byte stream for StreamingResponse."""
+                      heartbeat_s: float, last_event_id: str | None = None
+                      ) -> AsyncIterator[bytes]:
+    """Subscribe now (so nothing published after this returns is missed), read what a
+    reconnecting client missed, and return the SSE byte stream for StreamingResponse."""
     source = _hub_queue(hub_of(request, r), user_id) if mode == "batch" else \
         _user_channel(r, user_id)
     await anext(source)  # subscribed before the 200 goes out
-    return _sse(request, source, heartbeat_s)
+    backlog: list[bytes] | None = []
+    if last_event_id:
+        try:
+            backlog = backlog_after(await r.lrange(INBOX + user_id, 0, BACKLOG_MAX - 1),
+                                    last_event_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await source.aclose()
+            raise
+    return _sse(request, source, heartbeat_s, backlog)
 
 
-async def _sse(request: Request, source: AsyncIterator[bytes | None],
-               heartbeat_s: float) -> AsyncIterator[bytes]:
+async def _sse(request: Request, source: AsyncIterator[bytes | None], heartbeat_s: float,
+               backlog: list[bytes] | None = None) -> AsyncIterator[bytes]:
+    """``backlog`` None: the client's Last-Event-ID was not found (one resync event)."""
     try:
         yield b": live in-app alerts\nretry: 3000\n\n"
+        replayed = set()
+        if backlog is None:
+            yield RESYNC
+        else:
+            for entry in backlog:
+                replayed.add(_entry_id(entry))
+                yield sse_event(entry)
         quiet_since = time.monotonic()
         async for entry in source:
             if entry is not None:
+                if replayed and _entry_id(entry) in replayed:
+                    continue  # published while the backlog was read: sent already
                 yield sse_event(entry)
                 quiet_since = time.monotonic()
             elif await request.is_disconnected():

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -334,7 +334,10 @@ async def _counted(state: Any, stream: AsyncIterator[bytes]) -> AsyncIterator[by
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "event: inapp, data: inbox entry JSON"}})
-async def live(request: Request, user_id: Reader) -> StreamingResponse:
+async def live(request: Request, user_id: Reader,
+               last_event_id: Annotated[str | None, Header(
+                   max_length=256, description="resume after this notification id")] = None,
+               ) -> StreamingResponse:
     cfg = settings_of(request)
     state = request.app.state
     if state.live_open >= cfg.gateway_live_max_streams:
@@ -345,7 +348,7 @@ async def live(request: Request, user_id: Reader) -> StreamingResponse:
     state.live_open += 1  # counted before the first await: no race past the cap
     try:
         stream = await open_stream(request, state.live_redis, user_id, cfg.inapp_live,
-                                   cfg.sse_heartbeat_s)
+                                   cfg.sse_heartbeat_s, last_event_id)
     except aioredis.RedisError as e:
         state.live_open -= 1
         raise _unavailable("live feed", e) from None

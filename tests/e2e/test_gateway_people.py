@@ -466,3 +466,28 @@ def test_trimmed_inbox_ends_old_cursors_and_drops_an_old_read_mark(client, stack
     page = client.get(f"/v1/users/{ann}/inbox", headers=h).json()
     assert [(e["id"], e["read"]) for e in page["entries"]] == [(n, False) for n in reversed(new)]
     assert page["unread"] == 3
+
+
+def test_live_stream_resumes_after_last_event_id(gateway, stack):
+    """A reconnecting app (EventSource sends Last-Event-ID) first gets what it missed,
+    oldest first, then live alerts; an id no longer in the inbox gets one resync event."""
+    ann = uid("ann")
+    missed = [uid("m") for _ in range(3)]
+    w = InappWriter(stack.redis_url, inbox_max=200, marker_ttl_s=3600, live="user")
+    try:
+        w.write([inapp_task(ann, n) for n in missed])
+        with httpx.Client(base_url=gateway, timeout=httpx.Timeout(10, read=5)) as c:
+            with c.stream("GET", f"/v1/users/{ann}/live",
+                          headers={**auth(ann), "Last-Event-ID": missed[0]}) as resp:
+                assert resp.status_code == 200
+                live = uid("live")
+                w.write([inapp_task(ann, live)])
+                events, _ = sse_events(resp, want=3)
+            assert [e["id"] for e in events] == [missed[1], missed[2], live]
+            with c.stream("GET", f"/v1/users/{ann}/live",
+                          headers={**auth(ann), "Last-Event-ID": "gone"}) as resp:
+                events, _ = sse_events(resp, want=1)
+            assert [e["event"] for e in events] == ["resync"]
+            assert "read the inbox" in events[0]["data"]["reason"]
+    finally:
+        w.close()
