@@ -3,7 +3,9 @@
 Retries use the injected backoff policy (exponential, full jitter, Retry-After as a
 floor) until the task's deadline (24 h after its first retryable failure, configurable)
 or its own ``expires_ms``, whichever comes first; then the task is dead-lettered with
-every attempt's error.
+every attempt's error.  A non-critical retry that would fall due inside the user's quiet
+hours (as they were when it was routed: ``task.quiet``) waits for their end, like a held
+notification; if it expires first, it is dead-lettered as expired.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 import msgspec
 
 from operators.backoff import BackoffPolicy
+from operators.quiet_hours import quiet_end_ms
 from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
 
@@ -23,6 +26,8 @@ def plan_retry(task: DeliveryTask, provider: str, reason: str, retry_after: floa
     errors = (*task.errors, f"attempt {task.attempt} at {now_ms} {provider}: {reason}")
     deadline = task.deadline_ms or now_ms + int(policy.deadline_s * 1000)
     due = now_ms + int(policy.delay_s(task.attempt, rng, retry_after) * 1000)
+    if task.quiet is not None and task.priority != "critical":
+        due = quiet_end_ms(task.quiet, due) or due
     nxt = msgspec.structs.replace(task, attempt=task.attempt + 1, errors=errors,
                                   deadline_ms=deadline)
     dead = ""

@@ -65,6 +65,7 @@ def _task(req: NotificationRequest, user: str, channel: str, provider: str, targ
         created_ms=req.created_at,
         expires_ms=req.expires_at or 0,
         locale=row.locale,
+        quiet=None if req.priority == "critical" else row.quiet,
     )
 
 

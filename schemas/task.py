@@ -35,6 +35,9 @@ class DeliveryTask(msgspec.Struct, frozen=True, array_like=True):
     # carried through notify.retry so the DLQ shows every attempt's error
     errors: tuple[str, ...] = ()
     deadline_ms: int = 0  # set at the first retryable failure: retry until then (24 h)
+    # the user's quiet hours (start "HH:MM", end "HH:MM", IANA tz) when routed, for
+    # non-critical tasks: a retry that falls due inside them waits for their end
+    quiet: tuple[str, str, str] | None = None
 
 
 _encoder = msgspec.json.Encoder()

@@ -46,6 +46,39 @@ def test_retry_plan_expiring_notification_goes_to_dlq_as_expired():
     assert env.dead_reason == "expired before the next retry"
 
 
+# 2026-01-15 22:59:50 in Paris (UTC+1): ten seconds before the user's quiet hours begin
+BEFORE_QUIET = 1_768_514_390_000
+QUIET_END = 1_768_543_200_000  # 2026-01-16 07:00 Paris
+QUIET = ("23:00", "07:00", "Europe/Paris")
+DAY = BackoffPolicy(base_s=1.0, cap_s=60.0, deadline_s=24 * 3600.0)  # the default deadline
+
+
+def test_retry_due_inside_quiet_hours_waits_for_their_end():
+    t = msgspec.structs.replace(T, quiet=QUIET, priority="normal")
+    env = plan_retry(t, "apns", "apns 503", 30.0, BEFORE_QUIET, DAY, random.Random(1))
+    assert env.dead_reason == "" and env.due_ms == QUIET_END
+    early = plan_retry(t, "apns", "apns 503", 2.0, BEFORE_QUIET - 60_000, DAY,
+                       random.Random(1))
+    assert early.due_ms < BEFORE_QUIET  # due before quiet hours begin: not moved
+
+
+def test_critical_retry_ignores_quiet_hours_and_expiry_inside_them_is_dead():
+    crit = msgspec.structs.replace(T, quiet=QUIET, priority="critical")
+    env = plan_retry(crit, "apns", "apns 503", 30.0, BEFORE_QUIET, DAY, random.Random(1))
+    assert env.due_ms < BEFORE_QUIET + 60_000
+    exp = msgspec.structs.replace(T, quiet=QUIET, priority="low",
+                                  expires_ms=BEFORE_QUIET + 3_600_000)
+    env = plan_retry(exp, "apns", "apns 503", 30.0, BEFORE_QUIET, DAY, random.Random(1))
+    assert env.dead_reason == "expired before the next retry"
+
+
+def test_tasks_routed_before_the_quiet_field_still_decode():
+    from schemas.task import decode_task, encode_task
+
+    old = encode_task(T)[:-len(b",null]")] + b"]"  # a v1 task without the last field
+    assert decode_task(old) == T
+
+
 def test_retry_queue_releases_in_due_order_and_survives_snapshot():
     q = RetryQueue()
     for due in (300, 100, 200):
