@@ -58,7 +58,7 @@ UserId = Annotated[str, Path(pattern=USER_ID_RE.pattern, max_length=128,
 TOKEN_ID_RE = r"^[A-Za-z0-9._@:+-]{1,128}$"
 
 
-# --- hooks for fan-out (engineer F): the single places to add presence / pull-on-read ---
+# --- fan-out hooks: the single places that mark presence and merge pull-on-read -----
 
 async def _before_inbox_read(request: Request, user_id: str) -> None:
     """Runs before GET inbox: mark the user present; merge pull-on-read entries into
