@@ -25,6 +25,7 @@ from schemas.request import NotificationRequest, encode_request
 from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
 from sinks.failover import FailoverSender
+from sinks.inapp import PartialWrite
 from sinks.rate_limit import ProviderLimits
 from sinks.results import SendResult
 
@@ -43,8 +44,16 @@ class InappSender:
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
         try:
             written = self._w.write(tasks)
+        except PartialWrite as e:  # the first script calls landed: those are sent
+            n = len(e.written)
+            return self._results(tasks[:n], e.written) + [
+                SendResult(task=t, status="retry", reason=f"redis: {e}") for t in tasks[n:]]
         except RedisError as e:  # Redis is the in-app provider: retry later, lose nothing
             return [SendResult(task=t, status="retry", reason=f"redis: {e}") for t in tasks]
+        return self._results(tasks, written)
+
+    @staticmethod
+    def _results(tasks: list[DeliveryTask], written: list[bool]) -> list[SendResult]:
         return [
             SendResult(task=t, status="sent" if ok else "duplicate",
                        reason="" if ok else "already in the inbox (sent-marker)")

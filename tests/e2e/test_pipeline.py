@@ -316,7 +316,10 @@ def test_pipeline_dead_letters_after_deadline_and_replays(stack, flows, producer
         letters = [orjson.loads(m.value()) for m in c.consume(500, 0.5)
                    if not m.error() and orjson.loads(m.value())["task"][0] == nid]
     c.close()
-    errors = letters[0]["task"][-2]  # DeliveryTask.errors: every attempt's error
+    from schemas.task import DeliveryTask
+
+    # DeliveryTask.errors (the task is array_like: fields by position): every attempt's error
+    errors = letters[0]["task"][DeliveryTask.__struct_fields__.index("errors")]
     assert len(errors) >= 2 and "fcm 503" in errors[0]
     # the flows log JSON lines; the dead letter is findable by its notification id
     logged = [orjson.loads(line) for f in flows for line in f.output().splitlines()

@@ -88,3 +88,33 @@ def test_inapp_batches_over_one_script_call_keep_every_item_and_the_markers(redi
     assert [r.llen(INBOX + u) for u in (users[0], users[SCRIPT_ITEMS], users[-1])] == [1, 1, 1]
     writer.close()
     r.close()
+
+
+def test_inapp_sender_reports_the_calls_that_landed_before_redis_failed(redis_url):
+    """Redis fails between two script calls of one batch: the first call's items are sent
+    (their markers are set, a retry would only see duplicates), the rest go to retry."""
+    from notiflow.config import Settings
+    from sinks.channels import InappSender
+    from sinks.inapp import SCRIPT_ITEMS
+
+    sender = InappSender(Settings(redis_url=redis_url))
+    calls = 0
+    real = sender._w._script
+
+    def second_call_fails(*a, **kw):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise redis.ConnectionError("Redis went away")
+        return real(*a, **kw)
+
+    sender._w._script = second_call_fails
+    tasks = [DeliveryTask(notification_id=f"n-{uuid.uuid4().hex[:8]}", user_id="pw",
+                          type="t", priority="normal", channel="inapp", provider="redis",
+                          target_id="inbox", address="", title="t", body="b", template=None,
+                          data=None, collapse_key=None, created_ms=1)
+             for _ in range(SCRIPT_ITEMS + 5)]
+    res = sender.send(tasks)
+    assert [r.status for r in res] == ["sent"] * SCRIPT_ITEMS + ["retry"] * 5
+    assert "Redis went away" in res[-1].reason
+    sender.close()
