@@ -1,6 +1,6 @@
 """In-app delivery to Redis: inbox list (bounded), unread badge, live pub/sub feed.
 
-One server-side script call per batch (DESIGN.md: per-item round trips cost ~15 µs).
+One server-side script call per batch of up to SCRIPT_ITEMS (DESIGN.md: per-item round trips cost ~15 µs).
 Inside Redis 6.2 each ``redis.call`` costs ~2 µs, so the script makes as few as it can:
 an idempotent sent-marker (a replay after a crash writes nothing twice), LPUSH (LTRIM only
 when the inbox is over its bound), INCR, and the live publish.
