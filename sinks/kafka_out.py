@@ -28,6 +28,9 @@ def producer(brokers: str) -> Producer:
                 "queue.buffering.max.messages": 1_000_000,
                 "compression.type": "lz4",
                 "acks": "all",
+                # librdkafka's own retries after a lost ack would otherwise write a
+                # receipt or retry envelope twice, or reorder a partition
+                "enable.idempotence": True,
             })
             _producers[brokers] = p
         return p
