@@ -23,6 +23,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 import orjson
 import redis.asyncio as aioredis
@@ -320,14 +321,24 @@ async def get_badge(request: Request, user_id: Reader) -> Response:
 
 # --- live ------------------------------------------------------------------------------
 
-async def _counted(state: Any, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """``stream``, releasing its slot under the live cap when it ends however it ends."""
-    try:
-        async for chunk in stream:
-            yield chunk
-    finally:
-        state.live_open -= 1
-        await stream.aclose()
+class _LiveResponse(StreamingResponse):
+    """The SSE response; when it ends however it ends (client gone before the first
+    byte included) it closes the stream (its Redis subscription) and frees its slot
+    under ``NOTIFLOW_GATEWAY_LIVE_MAX_STREAMS``."""
+
+    def __init__(self, state: Any, stream: AsyncIterator[bytes]) -> None:
+        super().__init__(stream, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._state = state
+        self._stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._state.live_open -= 1
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()  # type: ignore[attr-defined]
 
 
 @router.get("/live", summary="New in-app alerts as Server-Sent Events",
@@ -355,5 +366,4 @@ async def live(request: Request, user_id: Reader,
     except BaseException:
         state.live_open -= 1
         raise
-    return StreamingResponse(_counted(state, stream), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return _LiveResponse(state, stream)
