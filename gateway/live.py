@@ -27,16 +27,14 @@ import time
 from collections.abc import AsyncIterator
 
 import anyio
-import orjson
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from sinks.inapp import INBOX, LIVE
+from sinks.inapp import INBOX, LIVE, entry_id
 
 log = logging.getLogger(__name__)
 BATCH_CHANNEL = LIVE.rstrip(":")  # "nf:live"
 QUEUE_MAX = 256  # events a slow stream may lag behind before new ones are dropped
-BACKLOG_MAX = 200  # inbox entries read for a Last-Event-ID resume (the inbox bound)
 POLL_S = 1.0  # how often an idle stream checks whether its client is gone
 
 
@@ -45,17 +43,9 @@ def _bytes(data: bytes | str) -> bytes:
     return data.encode() if isinstance(data, str) else data
 
 
-def _entry_id(entry: bytes) -> str | None:
-    try:
-        nid = orjson.loads(entry).get("id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return nid if isinstance(nid, str) else None
-
-
 def sse_event(entry: bytes) -> bytes:
     """One SSE event for an inbox entry (JSON on one line, as the sink writes it)."""
-    nid = _entry_id(entry)
+    nid = entry_id(entry)
     head = b"event: inapp\n"
     if nid is not None and "\n" not in nid and "\r" not in nid:
         head = b"id: " + nid.encode() + b"\n" + head
@@ -159,7 +149,7 @@ def backlog_after(inbox: list[bytes], last_id: str) -> list[bytes] | None:
     """Entries newer than ``last_id`` in an inbox read newest first, oldest first; None
     when ``last_id`` is not there (trimmed away, or never this user's)."""
     for i, entry in enumerate(inbox):
-        if _entry_id(entry) == last_id:
+        if entry_id(entry) == last_id:
             return inbox[:i][::-1]
     return None
 
@@ -179,8 +169,8 @@ async def open_stream(request: Request, r: aioredis.Redis, user_id: str, mode: s
     backlog: list[bytes] | None = []
     if last_event_id:
         try:
-            backlog = backlog_after(await r.lrange(INBOX + user_id, 0, BACKLOG_MAX - 1),
-                                    last_event_id)
+            # the whole inbox: the sink bounds it (NOTIFLOW_INBOX_MAX)
+            backlog = backlog_after(await r.lrange(INBOX + user_id, 0, -1), last_event_id)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await source.aclose()
@@ -198,12 +188,12 @@ async def _sse(request: Request, source: AsyncIterator[bytes | None], heartbeat_
             yield RESYNC
         else:
             for entry in backlog:
-                replayed.add(_entry_id(entry))
+                replayed.add(entry_id(entry))
                 yield sse_event(entry)
         quiet_since = time.monotonic()
         async for entry in source:
             if entry is not None:
-                if replayed and _entry_id(entry) in replayed:
+                if replayed and entry_id(entry) in replayed:
                     continue  # published while the backlog was read: sent already
                 yield sse_event(entry)
                 quiet_since = time.monotonic()

@@ -360,10 +360,9 @@ async def live(request: Request, user_id: Reader,
     try:
         stream = await open_stream(request, state.live_redis, user_id, cfg.inapp_live,
                                    cfg.sse_heartbeat_s, last_event_id)
-    except aioredis.RedisError as e:
+    except BaseException as e:
         state.live_open -= 1
-        raise _unavailable("live feed", e) from None
-    except BaseException:
-        state.live_open -= 1
+        if isinstance(e, aioredis.RedisError):
+            raise _unavailable("live feed", e) from None
         raise
     return _LiveResponse(state, stream)

@@ -1,6 +1,7 @@
 """In-app delivery to Redis: inbox list (bounded), unread badge, live pub/sub feed.
 
-One server-side script call per batch of up to SCRIPT_ITEMS (DESIGN.md: per-item round trips cost ~15 µs).
+One server-side script call per ``SCRIPT_ITEMS`` of a batch (DESIGN.md: per-item round
+trips cost ~15 µs).
 Inside Redis 6.2 each ``redis.call`` costs ~2 µs, so the script makes as few as it can:
 an idempotent sent-marker (a replay after a crash writes nothing twice), LPUSH (LTRIM only
 when the inbox is over its bound), INCR, and the live publish.
@@ -65,6 +66,15 @@ def entry(t: DeliveryTask) -> bytes:
     return orjson.dumps({"id": t.notification_id, "type": t.type, "title": t.title,
                          "body": t.body, "data": t.data, "collapse_key": t.collapse_key,
                          "created_ms": t.created_ms})
+
+
+def entry_id(raw: bytes) -> str | None:
+    """The notification id of an inbox entry as stored (None if it is not one of ours)."""
+    try:
+        nid = orjson.loads(raw).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return nid if isinstance(nid, str) else None
 
 
 class PartialWrite(RedisError):

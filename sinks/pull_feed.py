@@ -20,8 +20,9 @@ The merge writes through the in-app sink's own Lua script (sinks/inapp.py), so t
 sent-marker ``nf:sent:{id}:{user}:inapp`` guards both: a member who was pushed the entry,
 or merges twice at once, gets it once.  Markers live ``NOTIFLOW_SENT_MARKER_TTL_S`` (48 h)
 and pull entries ``NOTIFLOW_PULL_TTL_S`` (7 d), so the merge also skips ids already in the
-inbox: a member pushed the entry who opens the app after the marker expired.  The merge re-reads the last ``GRACE_MS`` before
-the cursor, because entries from several flow processes do not land in score order.
+inbox: a member pushed the entry who opens the app after the marker expired.  The merge
+re-reads the last ``GRACE_MS`` before the cursor, because entries from several flow
+processes do not land in score order.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import redis.asyncio as aioredis
 from operators.fanout import Progress
 from schemas.task import DeliveryTask
 from sinks.inapp import _SCRIPT as INAPP_SCRIPT  # same marker, inbox bound, badge, live
-from sinks.inapp import INBOX
+from sinks.inapp import INBOX, entry_id
 from sinks.inapp import entry as inbox_entry
 
 log = logging.getLogger(__name__)
@@ -136,17 +137,12 @@ def _reads(follows: dict[bytes, bytes], cursor: int) -> list[tuple[str, int]]:
     return list(out.items())
 
 
-def _inbox_ids(inbox: list[bytes]) -> set[str]:
-    """Ids of the entries already in an inbox (the sink writes ``{"id": ...`` first)."""
-    ids = set()
-    for raw in inbox:
-        try:
-            e = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(e, dict) and e.get("id") is not None:
-            ids.add(str(e["id"]))
-    return ids
+def _inbox_ids(rows: list, inbox: list[bytes]) -> set[str]:
+    """Ids of the entries already in an inbox; parsed only when ``rows`` (the pull
+    entries read) hold something to merge, since most inbox reads find nothing."""
+    if not any(rows):
+        return set()
+    return {nid for raw in inbox if (nid := entry_id(raw)) is not None}
 
 
 def _pick(results: Iterable[list[tuple[bytes, float]]], now_ms: int, allow: Allow | None,
@@ -196,7 +192,7 @@ def merge_into_inbox(r: redis.Redis, user_id: str, *, inbox_max: int = 200,
         p.zrangebyscore(PULL + audience, low, now, withscores=True)  # later: send_at
     p.lrange(INBOX + user_id, 0, -1)
     *rows, inbox = p.execute()
-    entries, top = _pick(rows, now, allow, _inbox_ids(inbox))
+    entries, top = _pick(rows, now, allow, _inbox_ids(rows, inbox))
     written = 0
     if entries:
         args = _script_args(user_id, entries, inbox_max, marker_ttl_s, live)
@@ -220,7 +216,7 @@ async def merge_into_inbox_async(r: aioredis.Redis, user_id: str, *, inbox_max: 
         p.zrangebyscore(PULL + audience, low, now, withscores=True)
     p.lrange(INBOX + user_id, 0, -1)
     *rows, inbox = await p.execute()
-    entries, top = _pick(rows, now, allow, _inbox_ids(inbox))
+    entries, top = _pick(rows, now, allow, _inbox_ids(rows, inbox))
     written = 0
     if entries:
         args = _script_args(user_id, entries, inbox_max, marker_ttl_s, live)

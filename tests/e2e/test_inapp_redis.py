@@ -1,6 +1,10 @@
-"""Pull-on-read merge never duplicates an entry the member was pushed, even after the
-in-app sent-marker expired (markers live NOTIFLOW_SENT_MARKER_TTL_S, 48 h; pull entries
-NOTIFLOW_PULL_TTL_S, 7 d).  Real redis-server, the real in-app sink script."""
+"""In-app writes to Redis, on a real redis-server with the real in-app sink script.
+
+* Pull-on-read merge never duplicates an entry the member was pushed, even after the
+  in-app sent-marker expired (markers live NOTIFLOW_SENT_MARKER_TTL_S, 48 h; pull entries
+  NOTIFLOW_PULL_TTL_S, 7 d).
+* A sink batch split over several script calls writes each item once, and reports the
+  calls that landed when Redis fails between two of them."""
 
 from __future__ import annotations
 
