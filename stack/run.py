@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{env_file.relative_to(ROOT) if env_file.is_relative_to(ROOT) else env_file}")
     if stack.gateway_url:
         console.print(f"HTTP gateway: {stack.gateway_url}  (API docs {stack.gateway_url}/docs)\n"
-                      f"Dev API key (scopes *, admin): [bold]{stack.dev_api_key}[/]\n"
+                      f"Dev API key (scopes *, admin, broadcast): [bold]{stack.dev_api_key}[/]\n"
                       f"  curl -s {stack.gateway_url}/v1/notifications -H 'Authorization: Bearer "
                       f"{stack.dev_api_key}' -d '{{\"type\":\"social.like\",\"recipients\":"
                       f"[\"sample-user\"],\"title\":\"hi\"}}'\n"
