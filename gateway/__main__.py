@@ -7,10 +7,11 @@ directory: ``NOTIFLOW_GATEWAY_SPOOL_DIR``).  Logs are JSON lines on stderr.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway.app import InsecureSettings, create_app, refuse_insecure
 from notiflow.config import get_settings
 from notiflow.logs import configure
 
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=cfg.gateway_port)
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
+    try:
+        refuse_insecure(cfg)
+    except InsecureSettings as e:
+        sys.exit(f"error: {e}")  # exit status 1, the reason on stderr, nothing started
     configure(args.log_level.upper())
     uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_config=None,
                 access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)

@@ -39,6 +39,7 @@ import gateway.people
 from gateway import fanouts, notifications
 from gateway.api_keys import KeyStore, make_try_acquire
 from gateway.producer import GatewayProducer
+from gateway.user_tokens import secret_problem
 from notiflow import metrics
 from notiflow.config import Settings, get_settings
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refuse_insecure(settings)
         app.state.settings = settings
         # redis-py's default pool raises "Too many connections" past 100 concurrent
         # requests; a blocking pool makes request 101 wait its turn instead
@@ -107,6 +109,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+class InsecureSettings(RuntimeError):
+    """The gateway would run with a setting that lets anyone act as someone else."""
+
+
+def refuse_insecure(settings: Settings) -> None:
+    """Raise InsecureSettings (before anything is served) when a secret is not safe."""
+    if (why := secret_problem(settings)) is not None:
+        raise InsecureSettings(f"gateway refuses to start: {why}")
 
 
 def _rate_limiter(redis: aioredis.Redis):

@@ -6,8 +6,13 @@ set (user, expiry), nothing to negotiate, so none of JWT's ``alg`` pitfalls.  A 
 signature = base64url of HMAC-SHA256(secret, ``nfu1.<payload>``).  The ``nfu1.`` prefix
 tells user tokens apart from producers' API keys on the same ``Authorization`` header.
 
+The secret is ``NOTIFLOW_USER_TOKEN_SECRET``: whoever has it can act as any user, so the
+gateway refuses to start with the built-in one (it is in this repository) or one under
+``MIN_SECRET_BYTES``, unless ``NOTIFLOW_DEV_MODE=1`` (local development only).
+
 CLI: ``python -m gateway.user_tokens USER [--ttl SECONDS]`` prints a token (``make
-user-token USER=u1``); the secret is ``NOTIFLOW_USER_TOKEN_SECRET``.
+user-token USER=u1``), signed with ``NOTIFLOW_USER_TOKEN_SECRET`` from the environment, else
+the running stack's (``var/stack.env``, written by ``make run``).
 """
 
 from __future__ import annotations
@@ -17,17 +22,23 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 
 import orjson
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from notiflow.config import Settings, get_settings
 
 PREFIX = "nfu1."
+SECRET_ENV = "NOTIFLOW_USER_TOKEN_SECRET"
+MIN_SECRET_BYTES = 32  # HMAC-SHA256's own output size
+_BUILTIN_SECRET = Settings.model_fields["user_token_secret"].default.get_secret_value()
 # what a user id may look like anywhere in the people's API (path, token subject)
 USER_ID_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 
@@ -97,6 +108,22 @@ def verify_token(token: str, secret: bytes, now_s: float | None = None) -> UserT
     return UserToken(user_id=user, expires_s=exp)
 
 
+def secret_problem(cfg: Settings) -> str | None:
+    """Why ``cfg``'s user-token secret must not be used (None: it may), saying what to set."""
+    if cfg.dev_mode:
+        return None
+    secret = cfg.user_token_secret.get_secret_value()
+    how = (f"set {SECRET_ENV} to at least {MIN_SECRET_BYTES} random bytes (e.g. the output of "
+           "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or "
+           "NOTIFLOW_DEV_MODE=1 on a development machine only")
+    if secret == _BUILTIN_SECRET:
+        return (f"{SECRET_ENV} is not set, and the built-in default is public (anyone could "
+                f"sign tokens for any user): {how}")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"{SECRET_ENV} is {len(secret.encode())} bytes, too short to be safe: {how}"
+    return None
+
+
 # --- FastAPI ----------------------------------------------------------------------------
 
 bearer = HTTPBearer(auto_error=False, scheme_name="userToken",
@@ -143,13 +170,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ttl", type=int, default=None,
                     help="lifetime in seconds (default NOTIFLOW_USER_TOKEN_TTL_S)")
     args = ap.parse_args(argv)
-    cfg = get_settings()
+    cfg = cli_settings()
+    if (why := secret_problem(cfg)) is not None:
+        print(f"error: no usable secret: {why}; or start the stack (make run)", file=sys.stderr)
+        return 2
     ttl = cfg.user_token_ttl_s if args.ttl is None else args.ttl
     try:
         print(create_token(args.user, cfg.user_token_secret.get_secret_value().encode(), ttl))
     except ValueError as e:
         ap.error(str(e))
     return 0
+
+
+def cli_settings() -> Settings:
+    """Settings from the environment; without a secret there, the running stack's."""
+    cfg = get_settings()
+    if SECRET_ENV in os.environ:
+        return cfg
+    from stack.env import ROOT, read_env_file
+
+    stack_secret = read_env_file(ROOT).get(SECRET_ENV)
+    if stack_secret:
+        return cfg.model_copy(update={"user_token_secret": SecretStr(stack_secret)})
+    return cfg
 
 
 if __name__ == "__main__":

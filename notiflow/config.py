@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # --- people's API (gateway/people.py): signed, expiring user tokens -----------------
     # set NOTIFLOW_USER_TOKEN_SECRET in production: anyone with it can act as any user
     user_token_secret: SecretStr = SecretStr("notiflow-local-user-token-secret")
+    # local development only: lets the gateway start with the built-in (public) user-token
+    # secret or one under 32 bytes; never set it where real users are
+    dev_mode: bool = False
     user_token_ttl_s: int = 3600  # default lifetime of a token from `make user-token`
     people_max_body_bytes: int = 16 * 1024  # settings / device bodies
     inbox_page_max: int = 100  # largest ?limit= of GET /v1/users/{id}/inbox
@@ -160,6 +163,10 @@ class Settings(BaseSettings):
     # open live (SSE) streams per gateway process; each holds a pub/sub connection in user
     # live mode, from a pool of its own so streams never starve the other routes
     gateway_live_max_streams: int = 10_000
+    gateway_live_max_per_user: int = 5  # open live streams per user (their token) per process
+    gateway_live_max_per_key: int = 100  # ... per API key (admin reads) per process
+    # rate tokens an audience request costs its key (single requests cost one per recipient)
+    gateway_audience_cost: int = 1000
     gateway_log_requests: bool = True  # one JSON log line per accepted notification
 
     def redacted(self) -> dict:

@@ -83,7 +83,7 @@ def test_create_refuses_non_positive_ttl():
 
 
 def test_cli_prints_a_token_for_the_configured_secret(capsys, monkeypatch):
-    monkeypatch.setenv("NOTIFLOW_USER_TOKEN_SECRET", "cli-secret")
+    monkeypatch.setenv("NOTIFLOW_USER_TOKEN_SECRET", "cli-secret-" + "x" * 32)
     from notiflow.config import get_settings
 
     get_settings.cache_clear()
@@ -92,4 +92,4 @@ def test_cli_prints_a_token_for_the_configured_secret(capsys, monkeypatch):
     finally:
         get_settings.cache_clear()
     tok = capsys.readouterr().out.strip()
-    assert verify_token(tok, b"cli-secret").user_id == "u-9"
+    assert verify_token(tok, b"cli-secret-" + b"x" * 32).user_id == "u-9"
