@@ -38,6 +38,7 @@ import gateway.dashboard
 import gateway.people
 from gateway import fanouts, notifications
 from gateway.api_keys import KeyStore, make_try_acquire
+from gateway.live import LiveSlots
 from gateway.producer import GatewayProducer
 from gateway.user_tokens import secret_problem
 from notiflow import metrics
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # are open: their own pool, so open streams never take the other routes' connections
         app.state.live_redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=settings.gateway_live_max_streams + 1, timeout=5))
-        app.state.live_open = 0
+        app.state.live_slots = LiveSlots(settings.gateway_live_max_streams,
+                                         settings.gateway_live_max_per_user,
+                                         settings.gateway_live_max_per_key)
         app.state.key_store = KeyStore(app.state.redis, settings.gateway_key_cache_s,
                                        settings.gateway_default_rate,
                                        settings.gateway_default_burst)

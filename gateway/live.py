@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import anyio
@@ -36,6 +37,50 @@ log = logging.getLogger(__name__)
 BATCH_CHANNEL = LIVE.rstrip(":")  # "nf:live"
 QUEUE_MAX = 256  # events a slow stream may lag behind before new ones are dropped
 POLL_S = 1.0  # how often an idle stream checks whether its client is gone
+
+
+class LiveSlots:
+    """Open live streams of this process: at most ``total`` (each may hold a Redis
+    connection), ``per_user`` for one user's token and ``per_key`` for one API key, so
+    one caller cannot take every slot.  ``take`` runs before the stream's first await (no
+    race past a cap); whoever took a slot gives it back however the stream ends."""
+
+    def __init__(self, total: int, per_user: int, per_key: int) -> None:
+        self.total, self.per_user, self.per_key = total, per_user, per_key
+        self.open = 0
+        self._by_owner: Counter[str] = Counter()
+
+    @staticmethod
+    def owner(user_id: str, key_hash: str | None) -> str:
+        """Who a stream counts against: the API key that opened it, else the user."""
+        return f"key:{key_hash}" if key_hash else f"user:{user_id}"
+
+    def take(self, owner: str) -> tuple[int, str] | None:
+        """Take a slot for ``owner``; or (status, reason) why not: 503 when the process is
+        full (another gateway may have room), 429 when this caller holds its share."""
+        if self.open >= self.total:
+            return 503, (f"live: this gateway holds its cap of {self.total} open streams "
+                         "(NOTIFLOW_GATEWAY_LIVE_MAX_STREAMS); retry later or on another "
+                         "gateway")
+        is_key = owner.startswith("key:")
+        cap = self.per_key if is_key else self.per_user
+        if self._by_owner[owner] >= cap:
+            who, var = (("this API key", "NOTIFLOW_GATEWAY_LIVE_MAX_PER_KEY") if is_key else
+                        ("this user", "NOTIFLOW_GATEWAY_LIVE_MAX_PER_USER"))
+            return 429, (f"live: {who} already has {cap} open streams ({var}); close one "
+                         "first")
+        self.open += 1
+        self._by_owner[owner] += 1
+        return None
+
+    def give(self, owner: str) -> None:
+        self.open -= 1
+        self._by_owner[owner] -= 1
+        if self._by_owner[owner] <= 0:
+            del self._by_owner[owner]  # bounded by open streams, not by callers ever seen
+
+    def held(self, owner: str) -> int:
+        return self._by_owner[owner]
 
 
 def _bytes(data: bytes | str) -> bytes:

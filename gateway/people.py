@@ -33,7 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from gateway import api_keys, fanouts
 from gateway.inbox import BadCursor, Inbox
-from gateway.live import open_stream
+from gateway.live import LiveSlots, open_stream
 from gateway.producer import OutRecord
 from gateway.user_tokens import (
     USER_ID_RE,
@@ -323,20 +323,20 @@ async def get_badge(request: Request, user_id: Reader) -> Response:
 
 class _LiveResponse(StreamingResponse):
     """The SSE response; when it ends however it ends (client gone before the first
-    byte included) it closes the stream (its Redis subscription) and frees its slot
-    under ``NOTIFLOW_GATEWAY_LIVE_MAX_STREAMS``."""
+    byte included) it closes the stream (its Redis subscription) and gives its slot
+    back (gateway/live.LiveSlots)."""
 
-    def __init__(self, state: Any, stream: AsyncIterator[bytes]) -> None:
+    def __init__(self, slots: LiveSlots, owner: str, stream: AsyncIterator[bytes]) -> None:
         super().__init__(stream, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self._state = state
+        self._slots, self._owner = slots, owner
         self._stream = stream
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._state.live_open -= 1
+            self._slots.give(self._owner)
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()  # type: ignore[attr-defined]
 
@@ -351,18 +351,20 @@ async def live(request: Request, user_id: Reader,
                ) -> StreamingResponse:
     cfg = settings_of(request)
     state = request.app.state
-    if state.live_open >= cfg.gateway_live_max_streams:
-        raise HTTPException(503, {"error": "unavailable", "reason": (
-            f"live: this gateway holds its cap of {cfg.gateway_live_max_streams} open streams "
-            "(NOTIFLOW_GATEWAY_LIVE_MAX_STREAMS); retry later or on another gateway")},
-            headers={"Retry-After": "5"})
-    state.live_open += 1  # counted before the first await: no race past the cap
+    slots: LiveSlots = state.live_slots
+    key = getattr(request.state, "api_key", None)  # set by reader() for an operator's key
+    owner = slots.owner(user_id, key.key_hash if key is not None else None)
+    if (refused := slots.take(owner)) is not None:  # before the first await: no race
+        status, reason = refused
+        raise HTTPException(status, {"error": "unavailable" if status == 503 else
+                                     "too_many_streams", "reason": reason},
+                            headers={"Retry-After": "5"})
     try:
         stream = await open_stream(request, state.live_redis, user_id, cfg.inapp_live,
                                    cfg.sse_heartbeat_s, last_event_id)
     except BaseException as e:
-        state.live_open -= 1
+        slots.give(owner)
         if isinstance(e, aioredis.RedisError):
             raise _unavailable("live feed", e) from None
         raise
-    return _LiveResponse(state, stream)
+    return _LiveResponse(slots, owner, stream)

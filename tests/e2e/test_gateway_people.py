@@ -11,6 +11,7 @@ badge, and live alerts over SSE in both live modes.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 
@@ -28,7 +29,7 @@ from schemas.task import DeliveryTask
 from sinks.inapp import InappWriter
 
 P = 4  # the stack fixture's partitions (Settings.partitions)
-SECRET = "e2e-user-token-secret"
+SECRET = secrets.token_urlsafe(32)  # the gateway refuses short ones
 
 
 def uid(tag: str) -> str:
