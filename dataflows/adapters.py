@@ -5,23 +5,26 @@ The clock is read here and passed in, so operators/ never calls ``now()``.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 
 from bytewax.operators import StatefulBatchLogic
 
 from notiflow.config import Settings
-from operators.partition import PartitionProcessor, Record, Routed
+from operators.partition import PartitionProcessor, Routed
 from operators.retry_queue import RetryQueue
 from schemas.retry import RetryEnvelope
+from sources.user_partitions import Batch
 
 Snap = tuple[int, dict[str, object]]
 
 
-class PartitionLogic(StatefulBatchLogic[tuple[int, list[Record]], Routed, Snap]):
+class PartitionLogic(StatefulBatchLogic[Batch, Routed, Snap]):
     def __init__(self, cfg: Settings, lane: str, resume: Snap | None) -> None:
         self._cfg = cfg
         self._lane = lane
+        self._crash_marker = cfg.fault_crash_marker.encode()
         self._proc: PartitionProcessor | None = None
         if resume is not None:
             p, snap = resume
@@ -39,14 +42,28 @@ class PartitionLogic(StatefulBatchLogic[tuple[int, list[Record]], Routed, Snap])
                                   bundle_windows=c.bundle_windows_s,
                                   bundle_actors=c.bundle_actors)
 
-    def on_batch(self, values: list[tuple[int, list[Record]]]) -> tuple[list[Routed], bool]:
+    def on_batch(self, values: list[Batch]) -> tuple[list[Routed], bool]:
         now_ms = int(time.time() * 1000)
         out = []
-        for p, records in values:
+        for b in values:
             if self._proc is None:
-                self._proc = self._new(p)
-            out.append(self._proc.process(records, now_ms))
+                self._proc = self._new(b.partition)
+            if b.skip is not None:
+                r = self._proc.skip(b.records, b.skip, now_ms)
+            else:
+                if self._crash_marker:
+                    self._fault_crash(b)
+                r = self._proc.process(b.records, now_ms)
+            r.probe = b.probe
+            out.append(r)
         return out + self._tick(now_ms), StatefulBatchLogic.RETAIN
+
+    def _fault_crash(self, b: Batch) -> None:
+        """Fault injection (NOTIFLOW_FAULT_CRASH_MARKER, tests only): die the way a
+        segfault does, with no exception to catch and no cleanup."""
+        for _kind, _key, value, _offset in b.records:
+            if value is not None and self._crash_marker in value:
+                os._exit(70)
 
     def _tick(self, now_ms: int) -> list[Routed]:
         if self._proc is None:

@@ -15,10 +15,16 @@ from notiflow import logs, metrics
 from notiflow.config import Settings, get_settings
 from notiflow.topics import DEVICES, PRESENCE, REQUESTS, SETTINGS, SUBSCRIPTIONS, name
 from operators.partition import Routed
+from schemas.request import CHANNELS
 from sinks.bytewax_sinks import DeliverySink, RoutedSink
-from sources.user_partitions import UserPartitionedSource
+from sources.user_partitions import CrashLoopConfig, UserPartitionedSource
 
-CHANNELS = ("push", "email", "sms", "inapp")
+
+class Probed(list):
+    """A channel's tasks from a careful run's single record: the sink confirms ``probe``
+    once it has written them (operators/crash_loop.py)."""
+
+    probe: str
 
 
 def _unkey(kv: tuple[str, Routed]) -> Routed:
@@ -28,7 +34,13 @@ def _unkey(kv: tuple[str, Routed]) -> Routed:
 def _pick(channel: str):
     def pick(r: Routed):
         tasks = getattr(r, channel)
-        return tasks or None
+        if not tasks:
+            return None
+        if r.probe is None:
+            return tasks
+        probed = Probed(tasks)
+        probed.probe = r.probe
+        return probed
 
     return pick
 
@@ -44,7 +56,10 @@ def build_flow(lane: str, cfg: Settings | None = None) -> Dataflow:
                                 name(DEVICES, t), cfg.partitions, cfg.source_batch,
                                 cfg.source_poll_s,
                                 subscriptions_topic=name(SUBSCRIPTIONS, t) if fanout else None,
-                                presence_topic=name(PRESENCE, t) if fanout else None)
+                                presence_topic=name(PRESENCE, t) if fanout else None,
+                                crash_loop=CrashLoopConfig(
+                                    cfg.redis_url, lane, cfg.crash_loop_limit,
+                                    int(cfg.crash_loop_blame_window_s * 1000)))
     raw = op.input("in", flow, src)  # ("p0003", (3, [(kind, key, value, offset)]))
     keyed = op.stateful_batch("route", raw, partition_logic(cfg, lane))  # (pkey, Routed)
     routed = op.map("unkey", keyed, _unkey)  # Routed

@@ -10,25 +10,62 @@ audience index of a fan-out).  It pauses requests[p] until every control partiti
 the high watermark it had at start, then interleaves them all in arrival order, so
 per-user order holds all the way to the join.
 
-Each poll becomes ONE item ``("p<p>", (p, [records]))``: the flow works on batches.
+Each poll becomes ONE item ``("p<p>", Batch)``: the flow works on batches.  A careful run
+of the crash-loop breaker (operators/crash_loop.py) sends records one at a time instead,
+each with a probe the sinks confirm, and hands a record that crashed the flow again and
+again to the rejected topic.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from datetime import datetime
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from notiflow.crash_loop_store import RedisLoopStore, probe_key
 from notiflow.metrics import QUEUE_LAG
+from operators.crash_loop import CrashLoop
 from operators.partition import DEVICES, PRESENCE, REQUEST, SETTINGS, SUBSCRIPTIONS, Record
 
 log = logging.getLogger(__name__)
 
 Offsets = dict[int, int]  # kind -> next offset to read
-Item = tuple[str, tuple[int, list[Record]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one partition hands the flow: its records in order; a careful run's single
+    record also carries the key the sinks confirm it under (``probe``), and a record
+    the breaker skips carries why (``skip``: rejected, not processed)."""
+
+    partition: int
+    records: list[Record]
+    probe: str | None = None
+    skip: str | None = None
+
+
+Item = tuple[str, Batch]
+
+
+@dataclass(frozen=True, slots=True)
+class CrashLoopConfig:
+    redis_url: str
+    lane: str
+    limit: int = 3
+    blame_window_ms: int = 10_000
+
+
+CAREFUL_LEASE_MS = 60_000  # a careful partition renews its entry in the lane's hash
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def partition_key(p: int) -> str:
@@ -37,14 +74,40 @@ def partition_key(p: int) -> str:
 
 class _UserPartition(StatefulSourcePartition[Item, Offsets]):
     def __init__(self, brokers: str, topics: dict[int, str], p: int, resume: Offsets | None,
-                 batch: int, poll_s: float) -> None:
+                 batch: int, poll_s: float, crash_loop: CrashLoopConfig | None = None) -> None:
         self._p = p
         self._key = partition_key(p)
         self._batch = batch
         self._poll_s = poll_s
         self._kind_of = {t: k for k, t in topics.items()}
         ctl_kinds = [k for k in topics if k != REQUEST]
-        self._next: Offsets = dict(resume or {})
+        self._next: Offsets = dict(resume or {})  # read (and emitted, but in careful runs)
+        self._emitted: Offsets = dict(resume or {})  # what the snapshot says was handed on
+        self._loop_store: RedisLoopStore | None = None
+        self._loop: CrashLoop | None = None
+        self._queue: deque[Record] = deque()  # careful: read, not handed on yet
+        self._probe: str | None = None  # careful: the record in flight
+        self._probe_ms = 0
+        self._run = f"{os.getpid()}-{_now_ms()}"
+        self._lease_ms = 0  # careful: until when the lane's careful hash names us
+        self._paused_for_careful = False
+        self._waiting_turn = False
+        if crash_loop is not None and crash_loop.limit > 0:
+            self._lane = crash_loop.lane
+            self._loop_store = RedisLoopStore(crash_loop.redis_url, crash_loop.lane, p)
+            self._loop = CrashLoop(self._loop_store, crash_loop.limit,
+                                   crash_loop.blame_window_ms)
+            self._loop.start(dict(self._next), _now_ms())
+            if self._loop.convicted is not None:
+                log.error("partition %d: record %s was in flight when the flow died %d times "
+                          "in a row: it goes to the rejected topic", p, self._loop.convicted,
+                          self._loop.state.deaths)
+            self._loop_store.set_careful(_now_ms() + CAREFUL_LEASE_MS if self._loop.careful
+                                         else 0)
+            if self._loop.careful:
+                log.warning("partition %d: the flow died %d times in a row from %s: records "
+                            "up to %s go one at a time", p, self._loop.state.deaths,
+                            self._next, self._loop.state.high)
         self._consumer = Consumer({
             "bootstrap.servers": brokers,
             "group.id": "notiflow-unused",  # assign() only: offsets live in snapshots
@@ -77,6 +140,70 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
                      self._pending)
 
     def next_batch(self) -> list[Item]:
+        if self._loop is not None:
+            if self._loop.careful:
+                return self._careful_next()
+            assert self._loop_store is not None
+            self._paused_for_careful = self._loop_store.others_careful(_now_ms(),
+                                                                      time.monotonic())
+            if self._paused_for_careful:
+                return []  # another partition pins a crash: nothing else may run meanwhile
+        records = self._read()
+        if not records:
+            return []
+        if self._loop is not None:
+            self._loop.emitting(self._next, _now_ms())
+        self._emitted = dict(self._next)
+        return [(self._key, Batch(self._p, records))]
+
+    def _careful_next(self) -> list[Item]:
+        """One record at a time, each after the sinks confirmed the one before."""
+        loop = self._loop
+        assert loop is not None and self._loop_store is not None
+        now = _now_ms()
+        if self._probe is not None:
+            if (not self._loop_store.probe_done(self._probe)
+                    and now - self._probe_ms < loop.blame_window_ms):
+                loop.alive(now)
+                return []
+            self._loop_store.end_turn(self._probe)
+            self._probe = None
+        if now >= self._lease_ms - CAREFUL_LEASE_MS // 2:  # still careful: say so again
+            self._lease_ms = now + CAREFUL_LEASE_MS
+            self._loop_store.set_careful(self._lease_ms)
+        if not self._queue:
+            self._queue.extend(self._read())
+            if not self._queue:
+                return []
+        rec = self._queue[0]
+        rid = (rec[0], rec[3])
+        if not loop.in_careful_range(rid):
+            loop.finish_careful()
+            self._loop_store.set_careful(0)
+            log.info("partition %d: past %s, where the flow died: batches again", self._p,
+                     loop.state.high)
+            records = list(self._queue)
+            self._queue.clear()
+            self._emitted = dict(self._next)
+            return [(self._key, Batch(self._p, records))]
+        probe = probe_key(self._lane, self._p, self._run, rid[0], rid[1])
+        if not self._loop_store.take_turn(probe, loop.blame_window_ms):
+            self._waiting_turn = True
+            return []  # another careful partition's record is in flight
+        self._waiting_turn = False
+        self._queue.popleft()
+        self._probe = probe
+        self._probe_ms = now
+        loop.leaving(rid, now)
+        self._emitted[rec[0]] = rec[3] + 1
+        skip = None
+        if loop.skipped(rid):
+            skip = (f"crashed the flow {loop.limit} times: skipped by the crash-loop breaker "
+                    f"(lane {self._lane}, partition {self._p}, offset {rec[3]})")
+        return [(self._key, Batch(self._p, [rec], self._probe, skip))]
+
+    def _read(self) -> list[Record]:
+        """One poll: control records, and the requests that may go after them."""
         msgs = self._consumer.consume(self._batch, self._poll_s)
         ctl: list[Record] = []
         kind_of = self._kind_of
@@ -114,9 +241,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             self._paused = False
         if time.monotonic() >= self._lag_at:
             self._export_lag()
-        if not records:
-            return []
-        return [(self._key, (self._p, records))]
+        return records
 
     def _export_lag(self) -> None:
         """``notiflow_queue_lag`` (high watermark - next offset) per topic partition, once a
@@ -139,14 +264,21 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
         return True
 
     def next_awake(self) -> datetime | None:
+        if self._probe is not None or self._waiting_turn:  # careful: look again soon
+            return datetime.now(UTC) + timedelta(milliseconds=2)
+        if self._paused_for_careful:
+            return datetime.now(UTC) + timedelta(milliseconds=20)
         return None  # consume() above already waits up to poll_s when idle
 
     def snapshot(self) -> Offsets:
-        # held requests are not in the offsets: after a restart they are read again
-        return dict(self._next)
+        # held requests (and a careful run's queue) are not in the offsets: after a
+        # restart they are read again
+        return dict(self._emitted)
 
     def close(self) -> None:
         self._consumer.close()
+        if self._loop_store is not None:
+            self._loop_store.close()
 
 
 class UserPartitionedSource(FixedPartitionedSource[Item, Offsets]):
@@ -156,8 +288,10 @@ class UserPartitionedSource(FixedPartitionedSource[Item, Offsets]):
     def __init__(self, brokers: str, requests_topic: str, settings_topic: str,
                  devices_topic: str, partitions: int, batch: int = 2000,
                  poll_s: float = 0.005, *, subscriptions_topic: str | None = None,
-                 presence_topic: str | None = None) -> None:
+                 presence_topic: str | None = None,
+                 crash_loop: CrashLoopConfig | None = None) -> None:
         self._brokers = brokers
+        self._crash_loop = crash_loop
         self._topics = {REQUEST: requests_topic, SETTINGS: settings_topic, DEVICES: devices_topic}
         if subscriptions_topic:
             self._topics[SUBSCRIPTIONS] = subscriptions_topic
@@ -173,5 +307,5 @@ class UserPartitionedSource(FixedPartitionedSource[Item, Offsets]):
     def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None
                    ) -> _UserPartition:
         return _UserPartition(self._brokers, self._topics, int(for_part), resume_state,
-                              self._batch, self._poll_s)
+                              self._batch, self._poll_s, self._crash_loop)
 
