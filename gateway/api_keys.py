@@ -11,13 +11,21 @@ Scopes are notification-type patterns: ``"*"`` (every type), ``"social.*"`` (``s
 every type under it), ``"social.like"`` (exactly that), plus ``"admin"`` for the operator
 endpoints (dashboard data, any user's inbox) and ``"broadcast"`` for audience requests of
 kind ``all`` (every user: a key for social likes must not be able to page the whole user
-base); ``"*"`` implies neither.
+base) and so for every other audience too; ``"*"`` implies neither.
+
+Audiences a key may address besides, none by default: ``"topic:sports"`` (that topic's
+subscribers), ``"topic:*"`` (any topic), ``"followers:u42"``, ``"followers:*"``.
+
+Rate: a key's bucket holds ``burst`` tokens refilled at ``rate`` a second, and every
+notification costs one token per recipient; an audience request costs
+``NOTIFLOW_GATEWAY_AUDIENCE_COST``.  A request costing more than ``burst`` is refused (413).
 
 Keys travel as ``Authorization: Bearer nfk_...`` or ``X-API-Key: nfk_...``; the ``nfk_``
 prefix tells them apart from people's user tokens on the same header.
 
-    python -m gateway.api_keys create NAME --scope 'social.*' [--scope admin] [--rate 100]
-    python -m gateway.api_keys list | revoke NAME
+    python -m gateway.api_keys create NAME --scope 'social.*' [--scope admin]
+        [--audience 'topic:sports'] [--rate 100] [--burst 1000]
+    python -m gateway.api_keys list | revoke NAME-OR-HASH-PREFIX
 """
 
 from __future__ import annotations
@@ -27,36 +35,49 @@ import asyncio
 import hashlib
 import math
 import os
-import re
 import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import get_args
 
 import orjson
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from schemas.limits import TYPE_RE
+from schemas.request import AudienceKind
+
+AUDIENCE_KINDS: tuple[str, ...] = get_args(AudienceKind)
+
 KEYS_HASH = "nf:apikeys"
-_TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")  # schemas/request.py's type rule
 PREFIX = "nfk_"
 ADMIN = "admin"
 BROADCAST = "broadcast"
 _EXPLICIT = (ADMIN, BROADCAST)  # never implied by a type pattern, not even "*"
+HASH_SHOWN = 12  # hex digits of a key's hash that `list` shows, and `revoke` needs at least
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     name: str
     scopes: tuple[str, ...]
-    rate: float  # requests per second
+    rate: float  # notifications (recipients) per second
     burst: int
     key_hash: str
+    audiences: tuple[str, ...] = ()
 
     def allows(self, scope: str) -> bool:
         return scope_allows(self.scopes, scope)
+
+    def may_address(self, audience: str) -> bool:
+        """Whether this key may send to ``audience`` ("topic:sports", "all", ...)."""
+        if self.allows(BROADCAST):
+            return True
+        kind = audience.partition(":")[0]
+        return audience != "all" and any(a in (audience, f"{kind}:*") for a in self.audiences)
 
 
 def hash_key(plaintext: str) -> str:
@@ -84,42 +105,68 @@ def scope_allows(scopes: tuple[str, ...] | list[str], wanted: str) -> bool:
 def check_scope_pattern(pat: str) -> str:
     """Reject patterns that would never match (or match by accident) before storing them."""
     body = pat[:-2] if pat.endswith(".*") else pat
-    if pat in ("*", *_EXPLICIT) or _TYPE_RE.match(body):
+    if pat in ("*", *_EXPLICIT) or TYPE_RE.fullmatch(body):
         return pat
     raise ValueError(f"scope {pat!r}: use '*', 'admin', 'broadcast', a type like "
                      "'social.like' or 'social.*'")
 
 
+def check_audience_pattern(pat: str) -> str:
+    """``<kind>:<id>`` or ``<kind>:*`` for an audience kind a key may be granted."""
+    kind, colon, ident = pat.partition(":")
+    if (colon and kind in AUDIENCE_KINDS and kind != "all" and ident
+            and len(ident.encode()) <= 200 and not any(c.isspace() for c in ident)):
+        return pat
+    raise ValueError(f"audience {pat!r}: use 'topic:NAME', 'topic:*', 'followers:USER' or "
+                     "'followers:*' (audience 'all' needs the 'broadcast' scope)")
+
+
 async def create_key(redis: aioredis.Redis, name: str, scopes: list[str],
-                     rate: float, burst: int) -> str:
+                     rate: float, burst: int, audiences: list[str] | None = None) -> str:
     """Store a new key's hash and return the plaintext (the only time it exists)."""
     if not name or any(c.isspace() for c in name):
         raise ValueError("name: must be non-empty without spaces")
     if not scopes:
         raise ValueError("scopes: give at least one (--scope '*' for every type)")
     scopes = [check_scope_pattern(s) for s in scopes]
+    audiences = [check_audience_pattern(a) for a in audiences or ()]
     if rate <= 0 or burst < 1:
         raise ValueError("rate must be > 0 and burst >= 1")
     plaintext = new_plaintext()
-    record = {"name": name, "scopes": scopes, "rate": rate, "burst": burst,
-              "created_ms": int(time.time() * 1000)}
+    record = {"name": name, "scopes": scopes, "audiences": audiences, "rate": rate,
+              "burst": burst, "created_ms": int(time.time() * 1000)}
     await redis.hset(KEYS_HASH, hash_key(plaintext), orjson.dumps(record))
     return plaintext
 
 
 async def list_keys(redis: aioredis.Redis) -> list[dict]:
     rows = await redis.hgetall(KEYS_HASH)
-    return [{"hash": h.decode()[:12], **orjson.loads(v)} for h, v in rows.items()]
+    return [{"hash": h.decode()[:HASH_SHOWN], **orjson.loads(v)} for h, v in rows.items()]
 
 
-async def revoke_key(redis: aioredis.Redis, name: str) -> int:
-    """Delete every key named ``name`` (or whose hash starts with ``name``)."""
+class AmbiguousKey(ValueError):
+    """A revoke that names more than one key: none is revoked."""
+
+
+async def revoke_key(redis: aioredis.Redis, ident: str) -> int:
+    """Revoke the one key named ``ident``, or whose hash starts with ``ident`` (at least
+    HASH_SHOWN hex digits, as `list` shows them); 0 when none matches.  Never more than
+    one: a name shared by several keys, or a prefix several hashes share, raises
+    AmbiguousKey listing them, so a revoke cannot take keys nobody meant."""
     rows = await redis.hgetall(KEYS_HASH)
-    gone = [h for h, v in rows.items()
-            if orjson.loads(v)["name"] == name or h.decode().startswith(name)]
-    if gone:
-        await redis.hdel(KEYS_HASH, *gone)
-    return len(gone)
+    by_prefix = len(ident) >= HASH_SHOWN
+    hits = [h for h, v in rows.items()
+            if orjson.loads(v).get("name") == ident or (by_prefix and h.decode().startswith(ident))]
+    if len(hits) > 1:
+        raise AmbiguousKey(f"{ident!r} names {len(hits)} keys (hashes "
+                           f"{', '.join(sorted(h.decode()[:HASH_SHOWN] for h in hits))}): "
+                           "revoke one by its hash")
+    return int(await redis.hdel(KEYS_HASH, *hits)) if hits else 0
+
+
+async def revoke_plaintext(redis: aioredis.Redis, plaintext: str) -> bool:
+    """Revoke exactly this key (its holder knows it): True if it existed."""
+    return bool(await redis.hdel(KEYS_HASH, hash_key(plaintext)))
 
 
 class KeyStore:
@@ -144,7 +191,8 @@ class KeyStore:
             rec = orjson.loads(raw)
             key = ApiKey(name=rec["name"], scopes=tuple(rec.get("scopes", ())),
                          rate=float(rec.get("rate") or self._default[0]),
-                         burst=int(rec.get("burst") or self._default[1]), key_hash=h)
+                         burst=int(rec.get("burst") or self._default[1]), key_hash=h,
+                         audiences=tuple(rec.get("audiences", ())))
         if len(self._cache) > 10_000:  # bounded: unknown keys must not grow it forever
             self._cache.clear()
         self._cache[h] = (now + self._cache_s, key)
@@ -153,11 +201,12 @@ class KeyStore:
 
 # --- rate limiting: one Redis token bucket per key, shared by every gateway process -------
 
-TryAcquire = Callable[[str, float, int], Awaitable[tuple[bool, float]]]
+TryAcquire = Callable[..., Awaitable[tuple[bool, float]]]
 
 
 def make_try_acquire(redis: aioredis.Redis) -> TryAcquire:
-    """``try_acquire(bucket, rate, burst) -> (granted, wait_s)``, non-blocking and atomic.
+    """``try_acquire(bucket, rate, burst, n=1) -> (granted, wait_s)``: all ``n`` tokens or
+    none, non-blocking and atomic.
 
     One ``sinks.rate_limit.AsyncTokenBucket`` per key (Redis ``nf:rl:apikey:<hash>``), the
     same atomic script the provider limits use; rebuilt when a key's rate changes."""
@@ -165,13 +214,14 @@ def make_try_acquire(redis: aioredis.Redis) -> TryAcquire:
 
     buckets: dict[str, AsyncTokenBucket] = {}
 
-    async def try_acquire(bucket: str, rate: float, burst: int) -> tuple[bool, float]:
+    async def try_acquire(bucket: str, rate: float, burst: int, n: int = 1
+                          ) -> tuple[bool, float]:
         b = buckets.get(bucket)
         if b is None or b.rate_per_s != rate or b.burst != burst:
             if len(buckets) > 10_000:
                 buckets.clear()
             b = buckets[bucket] = AsyncTokenBucket(redis, f"apikey:{bucket}", rate, burst)
-        return await b.try_acquire(1)
+        return await b.try_acquire(n)
 
     return try_acquire
 
@@ -220,17 +270,30 @@ async def authenticate(request: Request) -> ApiKey:
     if key is None:
         raise _deny(401, "unauthorized", "authorization: unknown or revoked API key",
                     {"WWW-Authenticate": "Bearer"})
+    await charge(request, key, 1, paid=0)
+    request.state.api_key = key
+    return key
+
+
+async def charge(request: Request, key: ApiKey, n: int, paid: int = 1) -> None:
+    """Charge a request that costs ``n`` tokens of its key's bucket, ``paid`` of them taken
+    already (authenticate takes one): 429 while the bucket lacks them, 413 if it never can
+    hold them."""
+    if n > key.burst:
+        raise _deny(413, "too_large", f"rate: this request costs {n} notifications, over key "
+                    f"{key.name!r}'s burst of {key.burst}: split it")
+    if n <= paid:
+        return
     try:
-        ok, wait_s = await state.try_acquire(key.key_hash[:16], key.rate, key.burst)
+        ok, wait_s = await request.app.state.try_acquire(key.key_hash[:16], key.rate,
+                                                         key.burst, n - paid)
     except aioredis.RedisError:
         ok, wait_s = True, 0.0  # limiter down: serve rather than refuse everyone
     if not ok:
         retry = max(1, math.ceil(wait_s))
         raise _deny(429, "rate_limited", f"rate: key {key.name!r} is over {key.rate:g} "
-                    f"requests/s (burst {key.burst}); retry in {wait_s:.2f} s",
+                    f"notifications/s (burst {key.burst}); retry in {wait_s:.2f} s",
                     {"Retry-After": str(retry)})
-    request.state.api_key = key
-    return key
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
@@ -279,16 +342,16 @@ async def _cli(args: argparse.Namespace) -> int:
             cfg = get_settings()
             key = await create_key(r, args.name, args.scope or ["*"],
                                    args.rate or cfg.gateway_default_rate,
-                                   args.burst or cfg.gateway_default_burst)
+                                   args.burst or cfg.gateway_default_burst, args.audience)
             print(key)
-            print(f"# {args.name}: scopes {args.scope or ['*']}; shown once, store it now",
-                  file=sys.stderr)
+            print(f"# {args.name}: scopes {args.scope or ['*']}, audiences "
+                  f"{args.audience or []}; shown once, store it now", file=sys.stderr)
         elif args.cmd == "list":
             for k in await list_keys(r):
                 print(orjson.dumps(k).decode())
         elif args.cmd == "revoke":
             n = await revoke_key(r, args.name)
-            print(f"revoked {n} key(s)", file=sys.stderr)
+            print(f"revoked {n} key", file=sys.stderr)
             return 0 if n else 1
         return 0
     except ValueError as e:
@@ -306,11 +369,20 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("create", help="create a key and print it once")
     c.add_argument("name")
     c.add_argument("--scope", action="append",
-                   help="type pattern, 'admin' or 'broadcast' (repeatable)")
-    c.add_argument("--rate", type=float, default=0, help="requests/s (default from settings)")
-    c.add_argument("--burst", type=int, default=0)
+                   help="type pattern ('social.*', '*' for every type), 'admin' (operator "
+                        "endpoints) or 'broadcast' (audience 'all', and so every audience); "
+                        "repeatable; default '*'")
+    c.add_argument("--audience", action="append",
+                   help="an audience the key may address: 'topic:NAME', 'topic:*', "
+                        "'followers:USER' or 'followers:*' (repeatable; default none)")
+    c.add_argument("--rate", type=float, default=0,
+                   help="notifications (recipients) per second (default from settings)")
+    c.add_argument("--burst", type=int, default=0,
+                   help="most notifications at once, and so the largest request (default "
+                        "from settings)")
     sub.add_parser("list", help="names, scopes and hash prefixes (never the keys)")
-    rv = sub.add_parser("revoke", help="delete keys by name or hash prefix")
+    rv = sub.add_parser("revoke", help="revoke one key by its name or hash prefix (12+ "
+                        "characters, from list); refuses when that names several keys")
     rv.add_argument("name")
     return asyncio.run(_cli(ap.parse_args(argv)))
 

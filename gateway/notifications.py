@@ -12,6 +12,10 @@ later one is answered with that id.  Unless the request names ``dedup`` parts it
 key also becomes them (actor ``key:<api key name>``, object ``idem:<Idempotency-Key>``),
 so the flow's dedup (type|actor|object|recipient) drops the repeats.  Every request is
 still produced: a client retrying because it never saw the 202 must not lose its request.
+
+Cost: a request takes one token of its key's rate bucket per recipient (an audience request
+``NOTIFLOW_GATEWAY_AUDIENCE_COST``), so a batch of 1,000 requests to 1,000 users each costs
+a million, not one (gateway/api_keys.py).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api_keys import BROADCAST, ApiKey, api_key
+from gateway.api_keys import BROADCAST, ApiKey, api_key, charge
 from gateway.producer import OutRecord
 from notiflow import metrics
 from notiflow.logs import get_logger
 from notiflow.topics import CRITICAL, REQUESTS, name, partition_for
 from schemas.errors import ValidationFailed, field_reason
+from schemas.limits import TYPE_RE, USER_ID_RE
 from schemas.request import (
     MAX_RECIPIENTS,
     DedupParts,
@@ -102,13 +107,21 @@ def to_record(req: NotificationRequest, value: bytes, partitions: int, prefix: s
 
 def scope_problem(key: ApiKey, req: NotificationRequest) -> str | None:
     """Why ``key`` may not send ``req`` (None: it may).  The type must be in its scopes,
-    and a broadcast (audience "all") needs the explicit "broadcast" scope as well."""
+    and an audience among the key's audiences (audience "all": the "broadcast" scope)."""
     if not key.allows(req.type):
         return f"type: key {key.name!r} may not send {req.type!r} (its scopes: {', '.join(key.scopes)})"
-    if req.audience is not None and req.audience.kind == "all" and not key.allows(BROADCAST):
-        return (f"audience: key {key.name!r} may not broadcast to all users "
-                f"(needs the {BROADCAST!r} scope)")
+    if req.audience is not None and not key.may_address(req.audience.key()):
+        if req.audience.kind == "all":
+            return (f"audience: key {key.name!r} may not broadcast to all users "
+                    f"(needs the {BROADCAST!r} scope)")
+        return (f"audience: key {key.name!r} may not address {req.audience.key()!r} (its "
+                f"audiences: {', '.join(key.audiences) or 'none'})")
     return None
+
+
+def cost(req: NotificationRequest, audience_cost: int) -> int:
+    """Rate tokens a request takes: one per recipient, a fixed price for an audience."""
+    return audience_cost if req.audience is not None else len(req.recipients)
 
 
 def lane_of(record: OutRecord) -> str:
@@ -137,10 +150,13 @@ _ERROR = {"content": {"application/json": {"schema": {"$ref": _REF.format(name="
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed JSON", **_ERROR},
     401: {"description": "missing or unknown API key", **_ERROR},
-    403: {"description": "the key's scopes do not cover this type (or a broadcast)", **_ERROR},
-    413: {"description": "body over the size limit", **_ERROR},
+    403: {"description": "the key's scopes do not cover this type, or its audiences this "
+                        "audience", **_ERROR},
+    413: {"description": "body over the size limit, or costs more than the key's burst",
+          **_ERROR},
     422: {"description": "invalid request (reason names the field)", **_ERROR},
-    429: {"description": "over the key's rate (see Retry-After)", **_ERROR},
+    429: {"description": "over the key's rate, one token a recipient (see Retry-After)",
+          **_ERROR},
     503: {"description": "Redis (keys, idempotency) unreachable", **_ERROR},
 }
 
@@ -165,6 +181,7 @@ async def submit(request: Request, key: Annotated[ApiKey, Depends(api_key)],
         raise error(422, "invalid", e.reason) from None
     if (why := scope_problem(key, req)) is not None:
         raise error(403, "forbidden", why)
+    await charge(request, key, cost(req, cfg.gateway_audience_cost))
     if idempotency_key is not None:
         idem = idempotency_key.strip()
         if not idem:
@@ -214,6 +231,7 @@ async def submit_batch(request: Request, key: Annotated[ApiKey, Depends(api_key)
     results: list[dict[str, Any]] = []
     records: list[OutRecord] = []
     ids: list[tuple[str, str]] = []
+    price = 0
     for i, item in enumerate(items):
         try:
             req = to_request(item, now)
@@ -227,11 +245,13 @@ async def submit_batch(request: Request, key: Annotated[ApiKey, Depends(api_key)
             continue
         records.append(to_record(req, value, cfg.partitions, cfg.topic_prefix))
         ids.append((req.id, req.type))
+        price += cost(req, cfg.gateway_audience_cost)
         results.append({"index": i, "id": req.id})
     body = {"accepted": len(records), "rejected": len(items) - len(records), "results": results}
     if not records:
         metrics.GATEWAY_REJECTED.labels("422", "invalid").inc()
         return JSONResponse(body, status_code=422)
+    await charge(request, key, price)
     via = await state.producer.send(records)
     for r in records:
         metrics.GATEWAY_ACCEPTED.labels(lane_of(r), via).inc()
@@ -249,12 +269,12 @@ def openapi_components() -> dict[str, Any]:
     gw["required"] = [f for f in gw.get("required", []) if f not in ("id", "created_at")]
     # the rules check_request adds, where JSON Schema can say them (docs, and the fuzz)
     props = gw["properties"] = {k: dict(v) for k, v in gw["properties"].items()}
-    props["type"].update(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+    props["type"].update(pattern=TYPE_RE.pattern)
     props["id"].update(minLength=1)
     props["v"] = {"type": "integer", "enum": [1], "default": 1}
     props["created_at"].update(minimum=1)
     props["recipients"] = {**props["recipients"], "maxItems": MAX_RECIPIENTS,
-                           "items": {"type": "string", "minLength": 1}}
+                           "items": {"type": "string", "pattern": USER_ID_RE.pattern}}
     gw["description"] = ("A notification request (schemas/request.py); the gateway fills "
                          "`id` and `created_at` when they are left out.")
     comps["GatewayRequest"] = gw

@@ -19,7 +19,6 @@ Uses from app.state (gateway/app.py): ``settings``, ``redis`` (redis.asyncio) an
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -36,7 +35,6 @@ from gateway.inbox import BadCursor, Inbox
 from gateway.live import LiveSlots, open_stream
 from gateway.producer import OutRecord
 from gateway.user_tokens import (
-    USER_ID_RE,
     bearer,
     require_same_user,
     settings_of,
@@ -46,6 +44,7 @@ from notiflow import topics
 from notiflow.config import Settings
 from schemas.device import Device, decode_device, device_key
 from schemas.errors import ValidationFailed, decode_or_reason
+from schemas.limits import TOKEN_ID_RE, USER_ID_RE
 from schemas.settings import UserSettings, decode_settings, encode_settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ SETTINGS_COPY = "nf:settings:"  # + user id: the gateway's read copy of the user
 Creds = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 UserId = Annotated[str, Path(pattern=USER_ID_RE.pattern, max_length=128,
                              description="the user this request acts for")]
-TOKEN_ID_RE = r"^[A-Za-z0-9._@:+-]{1,128}$"
 
 
 # --- fan-out hooks: the single places that mark presence and merge pull-on-read -----
@@ -236,7 +234,7 @@ async def register_device(request: Request, user_id: Owner) -> Response:
     if d.user_id != user_id:
         raise _bad(422, "invalid", f"user_id: {d.user_id!r} does not match the path's {user_id!r}")
     if not _valid_token_id(d.token_id):
-        raise _bad(422, "invalid", f"token_id: must match {TOKEN_ID_RE}")
+        raise _bad(422, "invalid", f"token_id: must match {TOKEN_ID_RE.pattern}")
     where = await _publish(request, topics.DEVICES, device_key(d),
                            msgspec.json.encode(d), user_id)
     await _on_device_registered(request, user_id)
@@ -248,14 +246,14 @@ async def register_device(request: Request, user_id: Owner) -> Response:
                status_code=204,
                responses={202: {"description": "accepted into the spool; Kafka is away"}})
 async def delete_device(request: Request, user_id: Owner,
-                        token_id: Annotated[str, Path(pattern=TOKEN_ID_RE)]) -> Response:
+                        token_id: Annotated[str, Path(pattern=TOKEN_ID_RE.pattern)]) -> Response:
     where = await _publish(request, topics.DEVICES, f"{user_id}:{token_id}".encode(), None,
                            user_id)
     return Response(status_code=204 if where == "kafka" else 202)
 
 
 def _valid_token_id(token_id: str) -> bool:
-    return re.match(TOKEN_ID_RE, token_id) is not None
+    return TOKEN_ID_RE.fullmatch(token_id) is not None
 
 
 # --- inbox, badge ----------------------------------------------------------------------

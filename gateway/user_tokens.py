@@ -23,7 +23,6 @@ import binascii
 import hashlib
 import hmac
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -34,13 +33,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from notiflow.config import Settings, get_settings
+from schemas.limits import USER_ID_RE  # the people's API's user id (gateway.dashboard uses it)
 
 PREFIX = "nfu1."
 SECRET_ENV = "NOTIFLOW_USER_TOKEN_SECRET"
 MIN_SECRET_BYTES = 32  # HMAC-SHA256's own output size
 _BUILTIN_SECRET = Settings.model_fields["user_token_secret"].default.get_secret_value()
-# what a user id may look like anywhere in the people's API (path, token subject)
-USER_ID_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 
 
 class TokenError(ValueError):
@@ -71,7 +69,7 @@ def _sign(secret: bytes, signed_part: str) -> bytes:
 
 def create_token(user_id: str, secret: bytes, ttl_s: int, now_s: float | None = None) -> str:
     """A token for ``user_id`` valid for ``ttl_s`` seconds from ``now_s``."""
-    if not USER_ID_RE.match(user_id):
+    if not USER_ID_RE.fullmatch(user_id):
         raise ValueError(f"user id {user_id!r} must match {USER_ID_RE.pattern}")
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
@@ -100,7 +98,7 @@ def verify_token(token: str, secret: bytes, now_s: float | None = None) -> UserT
         user, exp = claims["sub"], claims["exp"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise TokenError("malformed payload") from None
-    if not isinstance(user, str) or not isinstance(exp, int) or not USER_ID_RE.match(user):
+    if not isinstance(user, str) or not isinstance(exp, int) or not USER_ID_RE.fullmatch(user):
         raise TokenError("malformed payload")
     now = time.time() if now_s is None else now_s
     if exp <= now:

@@ -157,8 +157,8 @@ class Settings(BaseSettings):
     gateway_max_batch_bytes: int = 8 * 1024 * 1024
     gateway_idempotency_ttl_s: int = 24 * 3600  # Idempotency-Key -> id kept this long
     gateway_key_cache_s: float = 5.0  # API key look-ups cached (a revoke takes this long)
-    gateway_default_rate: float = 100.0  # requests/s per API key unless the key says
-    gateway_default_burst: int = 200
+    gateway_default_rate: float = 100.0  # notifications (recipients)/s per API key unless it says
+    gateway_default_burst: int = 1000  # and at most this many at once (a full batch fits)
     gateway_redis_connections: int = 256  # per gateway process; more requests wait for one
     # open live (SSE) streams per gateway process; each holds a pub/sub connection in user
     # live mode, from a pool of its own so streams never starve the other routes

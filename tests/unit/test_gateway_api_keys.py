@@ -30,7 +30,8 @@ def test_good_scope_patterns(pat):
     assert check_scope_pattern(pat) == pat
 
 
-@pytest.mark.parametrize("pat", ["", "social.", "Social.*", "so cial", "*.like", "a..b"])
+@pytest.mark.parametrize("pat", ["", "social.", "Social.*", "so cial", "*.like", "a..b",
+                                 "social.like\n", "social\n.*"])  # fullmatch: no trailing \n
 def test_bad_scope_patterns(pat):
     with pytest.raises(ValueError, match="scope"):
         check_scope_pattern(pat)
