@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     chdb_path: str = "var/chdb"
     # the loader's read-only SQL endpoint (``make stats``, bench, analysts)
     stats_url: str = "http://127.0.0.1:8123"
+    # the loader refuses to start without it (32+ chars); its clients send it as a Bearer token
+    loader_token: SecretStr = SecretStr("")
+    # the loader's local raw-SQL socket for analysts (``python -m loader.sql``); "" = none
+    loader_socket: str = ""
     receipts_ttl_days: int = 30  # raw notiflow.receipts rows (0: keep forever)
     rollup_ttl_days: int = 400  # per-minute rollups (loader/rollups.py)
 
@@ -45,6 +49,13 @@ class Settings(BaseSettings):
     source_batch: int = 2000
     source_poll_s: float = 0.005
     receipts_batch_rows: int = 2000
+    # crash-loop breaker (operators/crash_loop.py): a record in flight when the flow died
+    # this many times in a row is skipped to notify.rejected (0: off)
+    crash_loop_limit: int = 3
+    crash_loop_blame_window_s: float = 10.0  # a death later than this after it left: not its fault
+    # fault injection for tests only: the lane process exits hard (like a segfault) when a
+    # record's value contains this marker; empty (the default) means never
+    fault_crash_marker: str = ""
 
     metrics_port: int = 0  # Prometheus /metrics of a flow process (0: off)
     # `make run`: Bytewax processes of the bulk lane and worker threads per flow process

@@ -77,6 +77,9 @@ class Routed:
     # (user, settings JSON or None when deleted): the gateway's read copy nf:settings:{user},
     # kept from notify.settings so settings upstream publishes straight to Kafka show too
     settings_copy: list[tuple[str, bytes | None]] = field(default_factory=list)
+    # a careful run's single record (operators/crash_loop.py): the key every sink that gets
+    # work from this result confirms once it has written it
+    probe: str | None = None
 
     def add_task(self, t: DeliveryTask) -> None:
         getattr(self, t.channel).append(t)
@@ -411,6 +414,14 @@ class PartitionProcessor:
             out.reroute.append((PRESENCE, p, pr.user_id.encode(), value))
             return
         self.presence.saw(pr.user_id, pr.seen_ms)
+
+    def skip(self, records: list[Record], reason: str, now_ms: int) -> Routed:
+        """Records the crash-loop breaker skipped: rejected unread (reading them is what
+        crashed the flow)."""
+        out = Routed()
+        for kind, key, value, offset in records:
+            self._reject(kind, key, value, offset, reason, now_ms, out)
+        return out
 
     def _reject(self, kind: int, key: bytes | None, value: bytes | None, offset: int,
                 reason: str, now_ms: int, out: Routed) -> None:

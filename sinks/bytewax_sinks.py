@@ -13,10 +13,12 @@ import time
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from notiflow.config import Settings
+from notiflow.crash_loop_store import ROUTED, ProbeAcks
 from notiflow.metrics import DEAD_LETTERS, DELIVERIES, MARKERS_UNAVAILABLE, RETRIES
 from notiflow.topics import CRITICAL, DEVICES, DLQ, RECEIPTS, REJECTED, RETRY, name, partition_for
 from operators.backoff import BackoffPolicy
 from operators.partition import KIND_NAMES, Routed
+from schemas.request import CHANNELS
 from schemas.retry import encode_envelope
 from schemas.task import DeliveryTask
 from sinks.channels import SENDERS, settle
@@ -82,8 +84,16 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
         self._policy = BackoffPolicy(base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s,
                                      deadline_s=cfg.retry_deadline_s)
         self._rng = random.Random()
+        self._acks = ProbeAcks(cfg.redis_url)
 
     def write_batch(self, items: list[list[DeliveryTask]]) -> None:
+        self._send(items)
+        for batch in items:  # a careful run's record: written, so the next may leave
+            probe = getattr(batch, "probe", None)
+            if probe is not None:
+                self._acks.ack(probe, self._channel)
+
+    def _send(self, items: list[list[DeliveryTask]]) -> None:
         tasks = [t for batch in items for t in batch]
         if not tasks:
             return
@@ -129,6 +139,7 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
                   len(s.retry), len(s.dead), time.perf_counter() - t0)
 
     def close(self) -> None:
+        self._acks.close()
         self._sender.close()
         if self._markers is not None:
             self._markers.close()
@@ -158,8 +169,16 @@ class _RoutedPartition(StatelessSinkPartition[Routed]):
         self._fanout = FanoutRedis(cfg.redis_url, pull_max=cfg.pull_max,
                                    pull_ttl_s=cfg.pull_ttl_s,
                                    status_ttl_s=cfg.fanout_status_ttl_s)
+        self._acks = ProbeAcks(cfg.redis_url)
 
     def write_batch(self, items: list[Routed]) -> None:
+        self._write(items)
+        for r in items:  # a careful run's record: say which sinks get work from it
+            if r.probe is not None:
+                self._acks.ack(r.probe, ROUTED, [ROUTED] + [ch for ch in CHANNELS
+                                                            if getattr(r, ch)])
+
+    def _write(self, items: list[Routed]) -> None:
         wrote = False
         for r in items:
             if r.receipts:
@@ -182,6 +201,7 @@ class _RoutedPartition(StatelessSinkPartition[Routed]):
                            [x for r in items for x in r.settings_copy])
 
     def close(self) -> None:
+        self._acks.close()
         flush(self._prod)
         self._fanout.close()
 
