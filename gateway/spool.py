@@ -9,6 +9,10 @@ accepted.  Layout under one directory:
   last segment to its last whole record.
 * ``cursor``: ``<segment> <offset>`` of the first record not yet delivered, replaced
   atomically (write, fsync, rename).  Delivered segments are deleted.
+* ``lock``: held (``flock``, exclusive) by the one process using the folder, with its pid
+  in it.  Two gateways appending to and deleting the same segments would lose records, so
+  a second one fails to open the spool (SpoolLocked); the kernel drops the lock when the
+  holder exits, however it exits.
 
 Delivery is at-least-once: a crash between Kafka's ack and the cursor write sends those
 records again, and the flow deduplicates them (same id / dedup key).
@@ -18,6 +22,7 @@ Thread-safe: the gateway appends and replays from worker threads (fsync blocks).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import threading
@@ -31,6 +36,26 @@ MAX_RECORD = 64 * 1024 * 1024
 
 class SpoolCorrupt(RuntimeError):
     """A record in the middle of the spool fails its checksum (not a torn tail)."""
+
+
+class SpoolLocked(RuntimeError):
+    """Another process holds the spool folder."""
+
+
+def _lock(directory: Path) -> int:
+    """An fd holding the folder's exclusive lock (our pid written in the file)."""
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SpoolLocked(f"spool folder {directory} is in use by another process (pid "
+                          f"{holder}): give each gateway its own NOTIFLOW_GATEWAY_SPOOL_DIR"
+                          ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:
@@ -66,6 +91,14 @@ class Spool:
     def __init__(self, directory: str | Path, segment_bytes: int = 64 * 1024 * 1024) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(self.dir)
+        try:
+            self._open(segment_bytes)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self, segment_bytes: int) -> None:
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()
         segs = self._segments()
@@ -199,3 +232,6 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._writer.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # the folder is free for the next gateway
+                self._lock_fd = -1

@@ -1,11 +1,17 @@
-"""The gateway's disk spool: order, crash safety (torn tails), commit, segment rotation."""
+"""The gateway's disk spool: order, crash safety (torn tails), commit, segment rotation,
+one process per folder."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 
 from gateway.producer import OutRecord, decode_record, encode_record
-from gateway.spool import Spool, SpoolCorrupt
+from gateway.spool import Spool, SpoolCorrupt, SpoolLocked
+from stack.services import ROOT
 
 
 def drain(spool: Spool, chunk: int = 3) -> list[bytes]:
@@ -93,3 +99,28 @@ def test_empty_spool_reopens_empty(tmp_path):
 def test_out_record_round_trips():
     r = OutRecord("notify.requests", b'{"v":1}', b"u1", 3)
     assert decode_record(encode_record(r)) == r
+
+
+def test_a_second_spool_on_the_same_folder_is_refused_with_the_holders_pid(tmp_path):
+    """Two gateways on one folder appended to and deleted the same segments."""
+    s = Spool(tmp_path)
+    with pytest.raises(SpoolLocked, match=f"{tmp_path}.*pid {os.getpid()}"):
+        Spool(tmp_path)
+    s.append([b"a"])
+    s.close()
+    assert Spool(tmp_path).pending == 1  # free once the holder closed
+
+
+def test_the_lock_goes_with_the_holding_process(tmp_path):
+    """A gateway killed -9 leaves no stale lock behind (the kernel drops it)."""
+    code = f"from gateway.spool import Spool; Spool({str(tmp_path)!r}); print('held', flush=True)"
+    holder = subprocess.Popen([sys.executable, "-c", code + "; import time; time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SpoolLocked, match=f"pid {holder.pid}"):
+            Spool(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    Spool(tmp_path).close()
