@@ -1,18 +1,21 @@
-"""``python -m loader --host H --port P``: ingest notify.receipts and serve read-only SQL.
+"""``python -m loader --host H --port P``: ingest notify.receipts and serve named queries.
 
 Reads KAFKA_BROKERS, CLICKHOUSE_URL or NOTIFLOW_CHDB_PATH (and NOTIFLOW_TOPIC_PREFIX) from
-the environment. SIGTERM/SIGINT stop it cleanly: the pending batch is inserted and its
+the environment, NOTIFLOW_LOADER_TOKEN (required: clients must send it) and, optionally,
+NOTIFLOW_LOADER_SOCKET (a unix socket serving raw read-only SQL to the local user). SIGTERM/SIGINT stop it cleanly: the pending batch is inserted and its
 offsets recorded before exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import threading
 
-from loader.api import serve
+from loader.api import MIN_TOKEN_CHARS, serve, serve_local
 from loader.ingest import Ingestor, Progress
 from loader.store import Store
 from notiflow import topics
@@ -35,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("loader")
 
     settings = get_settings()
+    token = settings.loader_token.get_secret_value()
+    if len(token) < MIN_TOKEN_CHARS:
+        log.error("NOTIFLOW_LOADER_TOKEN is unset or under %d characters: refusing to start "
+                  "(make run generates one per stack)", MIN_TOKEN_CHARS)
+        return 2
     topic = topics.name(topics.RECEIPTS, settings.topic_prefix)
     store = Store(settings.clickhouse_url, settings.chdb_path,
                   receipts_ttl_days=settings.receipts_ttl_days,
@@ -49,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    server = serve(store, progress, args.host, args.port)
+    servers = [serve(store, progress, args.host, args.port, token)]
+    if settings.loader_socket:
+        servers.append(serve_local(store, settings.loader_socket))
     where = settings.clickhouse_url or settings.chdb_path
     log.info("loading %s from %s into %s (%s)", topic, settings.kafka_brokers, where, store.backend)
     try:
@@ -62,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             flush_s=args.flush_s,
         ).run(stop)
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        if settings.loader_socket:
+            with contextlib.suppress(OSError):
+                os.unlink(settings.loader_socket)
         store.close()
         snap = progress.snapshot()
         log.info(

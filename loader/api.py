@@ -1,19 +1,31 @@
-"""The loader's small read-only SQL endpoint (stdlib HTTP server in its own threads).
+"""The loader's HTTP endpoints (stdlib HTTP server in its own threads).
 
 It shares the process with ingestion because chDB lets one process own the data folder.
 Reader queries use the store's readonly session, whose own lock serialises them, so at most
-one analyst query runs at a time and ingestion keeps the other core.
+one query runs at a time and ingestion keeps the other core.
 
-    GET  /health                      {"ok": true, "rows_loaded": N, "lag": M, ...}
-    POST /query   (body: SQL)         {"columns": [...], "types": [...], "rows": [[...]]}
-    GET  /query?sql=SELECT+...        same
-    GET  /flushed?min_rows=N&timeout=S   wait until N rows are in the store (200, or 504)
-    GET  /flushed?timeout=S              wait until everything on the topic is loaded
+On TCP no SQL text is accepted: clients run the named, parameterized queries of
+loader/queries.py, with the shared token (``NOTIFLOW_LOADER_TOKEN``) as a Bearer header.
+
+    GET  /health                       {"ok": true, "rows_loaded": N, "lag": M, ...} (no token)
+    GET  /queries                      the names and their parameters
+    POST /query {"name", "params"}     {"columns": [...], "types": [...], "rows": [[...]]}
+    GET  /flushed?min_rows=N&timeout=S wait until N rows are in the store (200, or 504)
+    GET  /flushed?timeout=S            wait until everything on the topic is loaded
+
+Raw SQL is served only on a unix socket (``NOTIFLOW_LOADER_SOCKET``, mode 0600, so only the
+user running the loader reaches it): ``POST /sql`` with the SQL as the body, for analysts'
+``python -m loader.sql`` and local tests. It still runs on the readonly session.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import logging
+import os
+import socketserver
+import stat
 import threading
 import time
 from decimal import Decimal
@@ -24,13 +36,14 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from loader.ingest import Progress
-from loader.sqlguard import read_only_violation
+from loader.queries import NAMED, BadParams
 from loader.store import QueryError, Store
 
 log = logging.getLogger("loader.api")
 
-MAX_SQL_BYTES = 1 << 20
+MAX_BODY_BYTES = 1 << 20
 MAX_WAIT_S = 300.0
+MIN_TOKEN_CHARS = 32
 
 
 def _default(obj: Any) -> Any:
@@ -49,12 +62,10 @@ def _dumps(obj: Any) -> bytes:
     )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Base(BaseHTTPRequestHandler):
     server_version = "notiflow-loader"
     protocol_version = "HTTP/1.1"
     store: Store
-    progress: Progress
-    backend: str
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         log.debug("%s " + format, self.address_string(), *args)
@@ -67,37 +78,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-        url = urlsplit(self.path)
-        qs = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if url.path == "/health":
-            self._send(200, {"ok": True, "backend": self.backend, **self.progress.snapshot()})
-        elif url.path == "/query":
-            self._query(qs.get("sql", ""))
-        elif url.path == "/flushed":
-            self._flushed(qs)
-        else:
-            self._send(404, {"error": f"no such path {url.path}"})
+    def _body(self) -> bytes | None:
+        """The request body, or None after answering 400/411/413 (the connection then
+        closes: an unread body would be taken for the next request)."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            self.close_connection = True
+            self._send(411, {"error": "Content-Length required"})
+            return None
+        if not raw.strip().isdigit():  # also refuses "-1", which read() would take as "all"
+            self.close_connection = True
+            self._send(400, {"error": f"bad Content-Length {raw[:40]!r}"})
+            return None
+        length = int(raw)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+            return None
+        return self.rfile.read(length)
 
-    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
-        url = urlsplit(self.path)
-        if url.path != "/query":
-            self._send(404, {"error": f"no such path {url.path}"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_SQL_BYTES:
-            self._send(413, {"error": "query too large"})
-            return
-        self._query(self.rfile.read(length).decode("utf-8", "replace"))
-
-    def _query(self, sql: str) -> None:
-        reason = read_only_violation(sql)
-        if reason:
-            self._send(400, {"error": reason})
-            return
+    def _run(self, sql: str, params: dict[str, Any] | None = None) -> None:
         t0 = time.perf_counter()
         try:
-            res = self.store.query(sql)
+            res = self.store.query(sql, params)
         except QueryError as exc:
             self._send(400, {"error": str(exc)})
             return
@@ -110,6 +113,71 @@ class _Handler(BaseHTTPRequestHandler):
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
             },
         )
+
+
+class _Handler(_Base):
+    """TCP: health, named queries and flush waits; everything but /health needs the token."""
+
+    progress: Progress
+    backend: str
+    token: bytes
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token):
+            return True
+        self.close_connection = True
+        self._send(401, {"error": "missing or wrong loader token (Authorization: Bearer ...)"})
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        url = urlsplit(self.path)
+        qs = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path == "/health":
+            self._send(200, {"ok": True, "backend": self.backend, **self.progress.snapshot()})
+        elif url.path == "/query":
+            self._send(405, {"error": "POST /query with {\"name\": ..., \"params\": {...}}"})
+        elif not self._authorized():
+            return
+        elif url.path == "/queries":
+            self._send(200, {name: {"doc": q.doc, "params": {p: repr(k) for p, k in
+                                                           q.params.items()}}
+                             for name, q in NAMED.items()})
+        elif url.path == "/flushed":
+            self._flushed(qs)
+        else:
+            self._send(404, {"error": f"no such path {url.path}"})
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+        url = urlsplit(self.path)
+        if url.path != "/query":
+            self._send(404, {"error": f"no such path {url.path}"})
+            return
+        if not self._authorized():
+            return
+        body = self._body()
+        if body is None:
+            return
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            req = None
+        if not isinstance(req, dict) or not isinstance(req.get("name"), str):
+            self._send(422, {"error": 'body must be JSON {"name": str, "params": {...}}',
+                             "field": "name"})
+            return
+        named = NAMED.get(req["name"])
+        if named is None:
+            self._send(404, {"error": f"no named query {req['name'][:100]!r}",
+                             "names": sorted(NAMED)})
+            return
+        try:
+            params = named.bind(req.get("params"))
+        except BadParams as exc:
+            self._send(422, {"error": str(exc), "field": exc.field})
+            return
+        self._run(named.sql, params)
 
     def _flushed(self, qs: dict[str, str]) -> None:
         try:
@@ -132,13 +200,52 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200 if ok else 504, {"ok": ok, **snap})
 
 
-def serve(store: Store, progress: Progress, host: str, port: int) -> ThreadingHTTPServer:
-    """Start the endpoint in a daemon thread and return the server (call ``shutdown()``)."""
-    handler = type(
-        "Handler", (_Handler,), {"store": store, "progress": progress, "backend": store.backend}
-    )
+class _LocalHandler(_Base):
+    """Unix socket: raw SQL for the local user (file mode is the authentication)."""
+
+    def address_string(self) -> str:
+        return "local"
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+        if urlsplit(self.path).path != "/sql":
+            self._send(404, {"error": f"no such path {self.path}"})
+            return
+        body = self._body()
+        if body is not None:
+            self._run(body.decode("utf-8", "replace"))
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def serve(store: Store, progress: Progress, host: str, port: int,
+          token: str) -> ThreadingHTTPServer:
+    """Start the TCP endpoint in a daemon thread and return the server (call ``shutdown()``).
+    Raises ValueError when ``token`` is shorter than MIN_TOKEN_CHARS."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"NOTIFLOW_LOADER_TOKEN must be at least {MIN_TOKEN_CHARS} characters "
+                         "(make run generates one; e.g. python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(32))')")
+    handler = type("Handler", (_Handler,), {
+        "store": store, "progress": progress, "backend": store.backend, "token": token.encode()})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="loader-http", daemon=True).start()
-    log.info("SQL endpoint on http://%s:%d", host, server.server_address[1])
+    log.info("named queries on http://%s:%d", host, server.server_address[1])
+    return server
+
+
+def serve_local(store: Store, path: str) -> _UnixServer:
+    """Start the raw-SQL unix socket at ``path`` (mode 0600) in a daemon thread."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # a stale socket of an earlier run; bind fails on any other file
+    old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+    try:
+        server = _UnixServer(path, type("LocalHandler", (_LocalHandler,), {"store": store}))
+    finally:
+        os.umask(old)
+    threading.Thread(target=server.serve_forever, name="loader-sql", daemon=True).start()
+    log.info("raw SQL for the local user on unix socket %s", path)
     return server

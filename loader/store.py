@@ -1,6 +1,6 @@
 """The receipts store: chDB in-process, or a ClickHouse server, behind one clickhouse-connect API.
 
-Two clients: a writer for inserts and offsets, and a reader for the SQL endpoint whose
+Two clients: a writer for inserts and offsets, and a reader for the queries, whose
 session is ``readonly``. Each client has its own handle and lock, so an analyst's query
 never holds the writer's lock (measured: concurrent inserts and queries on two chDB handles
 of one folder ran with no errors). On chDB the reader is ``readonly=1``, which also forbids
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -209,17 +210,22 @@ class Store:
 
     # ---- reads --------------------------------------------------------------------
 
-    def query(self, sql: str) -> QueryResult:
-        """Run one read statement on the readonly session. Raises QueryError."""
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        """Run one read statement on the readonly session; ``params`` fill its
+        ``{name:Type}`` placeholders (bound by ClickHouse, not spliced). Raises QueryError."""
+        if ";" in _TOKENS.sub(" ", sql).strip().rstrip(";"):
+            # chDB runs every statement of a text and mixes their outputs into the next
+            # answer; a server refuses them anyway
+            raise QueryError("one statement per query")
         try:
-            res = self._reader.query(sql)
-        except ClickHouseError as exc:
+            res = self._reader.query(sql, parameters=params)
+            return QueryResult(
+                columns=list(res.column_names),
+                types=[t.name for t in res.column_types],
+                rows=res.result_rows,
+            )
+        except Exception as exc:  # noqa: BLE001 (a broken result stream is the query's fault too)
             raise QueryError(_clean_message(exc)) from exc
-        return QueryResult(
-            columns=list(res.column_names),
-            types=[t.name for t in res.column_types],
-            rows=res.result_rows,
-        )
 
     def close(self) -> None:
         for client in (self._reader, self._writer):
@@ -227,6 +233,12 @@ class Store:
                 client.close()
             except Exception:  # closing is best effort on shutdown
                 log.debug("close failed", exc_info=True)
+
+
+# one left-to-right pass: whichever starts first, a literal, a quoted name or a comment, is
+# consumed whole, so "--" in a literal or "'" in a comment cannot hide a ";"
+# (an unclosed quote matches nothing, so it hides nothing either)
+_TOKENS = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|--[^\n]*|/\*.*?\*/", re.S)
 
 
 def _is_parse_error(exc: ClickHouseError) -> bool:

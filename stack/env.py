@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ class Stack:
     clickhouse_url: str = ""
     gateway_url: str = ""
     dev_api_key: str = ""  # made by start_stack(with_gateway=True): scopes "*" and admin
+    loader_token: str = ""  # the loader's clients send it (loader/client.py)
+    loader_socket: str = ""  # the loader's raw-SQL unix socket, for the local user
 
     @property
     def env_file(self) -> Path:
@@ -68,6 +71,10 @@ class Stack:
             v["CLICKHOUSE_URL"] = self.clickhouse_url
         if self.chdb_path:
             v["NOTIFLOW_CHDB_PATH"] = self.chdb_path
+        if self.loader_token:
+            v["NOTIFLOW_LOADER_TOKEN"] = self.loader_token
+        if self.loader_socket:
+            v["NOTIFLOW_LOADER_SOCKET"] = self.loader_socket
         return v
 
     def env(self) -> dict[str, str]:
@@ -171,6 +178,8 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
             stack.chdb_path = str(workdir / "chdb")
         stack.services.append(start_sandbox(stack.env(), logs))
         stack.sandbox_url = stack.services[-1].url
+        stack.loader_token = secrets.token_urlsafe(32)
+        stack.loader_socket = str(workdir / "loader.sock")
         stack.services.append(start_loader(stack.env(), logs))
         stack.stats_url = stack.services[-1].url
         if with_gateway:

@@ -1,30 +1,31 @@
 """The receipts loader against a real Tansu broker and a real chDB folder, as a subprocess.
 
 The loader starts before the topic exists (it must wait for it), loads multi-row JSONEachRow
-messages with a few malformed lines among them, refuses writes on its SQL endpoint, and after
-a SIGTERM and restart on the same folder it resumes from its stored offsets without loss.
+messages with a few malformed lines among them, runs no SQL text from the network (only
+named queries, with its token), refuses writes on its local raw-SQL socket, and after a
+SIGTERM and restart on the same folder it resumes from its stored offsets without loss.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from loader.client import Loader, LoaderError, local_sql
 from notiflow import topics
 from schemas.receipt import Receipt, encode_rows
 
@@ -53,41 +54,58 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15
     return proc.returncode
 
 
-def _http(url: str, body: str | None = None, timeout: float = 60.0) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body.encode() if body is not None else None)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 @dataclass
 class LoaderProc:
     url: str
+    token: str
+    socket: str
     proc: subprocess.Popen
     log: Path
 
+    @property
+    def client(self) -> Loader:
+        return Loader(self.url, self.token, self.socket)
+
     def query(self, sql: str) -> tuple[int, dict]:
-        return _http(f"{self.url}/query", sql)
+        """Raw SQL on the local socket: (status, body) as the loader answered."""
+        try:
+            res = local_sql(self.socket, sql)
+        except LoaderError as exc:
+            return exc.status, {"error": exc.message}
+        return 200, {"columns": res.columns, "rows": res.rows}
+
+    def post(self, body: bytes | dict, token: str | None = None) -> httpx.Response:
+        """POST /query on TCP with ``token`` (default: the right one; "" sends none)."""
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if isinstance(body, dict):
+            return httpx.post(f"{self.url}/query", json=body, headers=headers, timeout=30)
+        return httpx.post(f"{self.url}/query", content=body, headers=headers, timeout=30)
 
     def wait_rows(self, n: int, timeout: float = 60.0) -> dict:
-        status, body = _http(
-            f"{self.url}/flushed?min_rows={n}&timeout={timeout}", timeout=timeout + 10
-        )
-        assert status == 200, (body, self.log.read_text()[-3000:])
-        return body
+        try:
+            return self.client.flushed(timeout, min_rows=n)
+        except LoaderError as exc:
+            raise AssertionError(f"{exc}: {self.log.read_text()[-3000:]}") from exc
 
 
-def _start_loader(brokers: str, chdb_path: Path, log: Path) -> LoaderProc:
-    port = _free_port()
+def _loader_env(brokers: str, chdb_path: Path, token: str) -> dict[str, str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "KAFKA_BROKERS": brokers,
         "NOTIFLOW_CHDB_PATH": str(chdb_path),
         "CLICKHOUSE_URL": "",
+        "NOTIFLOW_LOADER_TOKEN": token,
+        "NOTIFLOW_LOADER_SOCKET": str(chdb_path.parent / "loader.sock"),
     }
+    return env
+
+
+def _start_loader(brokers: str, chdb_path: Path, log: Path, token: str = "") -> LoaderProc:
+    port = _free_port()
+    token = token or secrets.token_urlsafe(32)
+    env = _loader_env(brokers, chdb_path, token)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "loader", "--host", "127.0.0.1", "--port", str(port)],
@@ -96,15 +114,16 @@ def _start_loader(brokers: str, chdb_path: Path, log: Path) -> LoaderProc:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    loader = LoaderProc(f"http://127.0.0.1:{port}", proc, log)
+    loader = LoaderProc(f"http://127.0.0.1:{port}", token, env["NOTIFLOW_LOADER_SOCKET"],
+                        proc, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"loader exited {proc.returncode}: {log.read_text()[-3000:]}")
         try:
-            if _http(f"{loader.url}/health", timeout=2)[0] == 200:
+            if httpx.get(f"{loader.url}/health", timeout=2).status_code == 200:
                 return loader
-        except OSError:
+        except httpx.HTTPError:
             pass
         time.sleep(0.1)
     _stop(proc)
@@ -245,25 +264,111 @@ def test_loader_loads_batches_and_skips_malformed_rows(stack: Stack) -> None:
         "DROP TABLE notiflow.receipts",
         "ALTER TABLE notiflow.receipts DELETE WHERE 1",
         "SELECT 1; DROP TABLE notiflow.receipts",
-        "SELECT 1 INTO OUTFILE '/tmp/notiflow-loader-test.txt'",
         "SELECT * FROM file('/etc/hostname', 'LineAsString')",
         "SELECT 1 SETTINGS readonly = 0",
     ],
 )
-def test_loader_refuses_writes_with_400(stack: Stack, sql: str) -> None:
+def test_local_socket_refuses_writes_with_400(stack: Stack, sql: str) -> None:
     status, body = stack.loader.query(sql)
     assert status == 400 and body["error"], body
     status, body = stack.loader.query("SHOW TABLES FROM notiflow")
     assert status == 200 and ["receipts"] in body["rows"]
 
 
-def test_loader_reports_sql_errors_with_400(stack: Stack) -> None:
+def test_local_socket_reports_sql_errors_and_is_the_users_alone(stack: Stack) -> None:
     status, body = stack.loader.query("SELECT no_such_column FROM notiflow.receipts")
     assert status == 400 and "no_such_column" in body["error"]
-    status, body = _http(
-        f"{stack.loader.url}/query?sql=" + urllib.parse.quote("SELECT 40 + 2 AS x")
-    )
+    status, body = stack.loader.query("SELECT 40 + 2 AS x")
     assert status == 200 and body["columns"] == ["x"] and body["rows"] == [[42]]
+    mode = os.stat(stack.loader.socket).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600, oct(mode)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # both passed the old guard (it stripped "--" comments before quoted literals)
+        "SELECT '--', * FROM notiflow.receipts INTO OUTFILE '{out}' FORMAT CSV",
+        "SELECT '--'; DROP TABLE notiflow.receipts",
+        "SELECT 40 + 2 AS x",
+    ],
+)
+def test_no_sql_text_from_the_network_runs(stack: Stack, tmp_path: Path, sql: str) -> None:
+    out = tmp_path / "x.csv"
+    text = sql.format(out=out)
+    assert stack.loader.post(text.encode(), token="").status_code == 401
+    r = stack.loader.post(text.encode())
+    assert r.status_code == 422 and r.json()["field"] == "name", r.text
+    r = stack.loader.post({"name": text})
+    assert r.status_code == 404, r.text
+    r = httpx.get(f"{stack.loader.url}/query", params={"sql": text}, timeout=10)
+    assert r.status_code == 405, r.text
+    assert not out.exists()
+    status, body = stack.loader.query("SHOW TABLES FROM notiflow")
+    assert status == 200 and ["receipts"] in body["rows"]
+
+
+def test_named_queries_need_the_token_and_checked_params(stack: Stack) -> None:
+    loader = stack.loader
+    for token in ("", "wrong", loader.token[:-1]):
+        assert loader.post({"name": "total"}, token=token).status_code == 401
+        r = httpx.get(f"{loader.url}/flushed", params={"timeout": 0},
+                      headers=Loader(loader.url, token)._headers(), timeout=10)
+        assert r.status_code == 401
+    r = loader.post({"name": "total"})
+    assert r.status_code == 200 and r.json()["columns"] == ["receipts"], r.text
+    assert loader.post({"name": "no_such_query"}).status_code == 404
+    for params, field in [
+        ({}, "params.minutes"),
+        ({"minutes": 0}, "params.minutes"),
+        ({"minutes": 7 * 24 * 60 + 1}, "params.minutes"),
+        ({"minutes": "5"}, "params.minutes"),
+        ({"minutes": True}, "params.minutes"),
+        ({"minutes": 5, "extra": 1}, "params.extra"),
+    ]:
+        r = loader.post({"name": "dash_latency", "params": params})
+        assert r.status_code == 422 and r.json()["field"] == field, (params, r.text)
+    assert loader.post({"name": "dash_latency", "params": [5]}).status_code == 422
+    assert loader.client.run("dash_latency", minutes=60).columns[0] == "priority"
+    # a parameter is a value, never SQL: this id matches no receipt
+    assert loader.client.run("fanout_outcomes", id="n1' OR 1=1 --").rows == []
+    assert loader.client.run("fanout_outcomes", id="n1").rows  # and a real one does
+    r = httpx.get(f"{loader.url}/queries", headers=loader.client._headers(), timeout=10)
+    assert r.status_code == 200 and "fanout_outcomes" in r.json()
+
+
+def _raw_post(url: str, headers: str, body: bytes = b"") -> bytes:
+    """Send one HTTP request as bytes and read the answer until the loader closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST /query HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode() + body)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_bad_content_length_is_refused_not_read(stack: Stack) -> None:
+    """A negative length once meant "read until the client closes": a thread held forever,
+    and a body of any size. The answer now comes at once, and the connection closes."""
+    auth = f"Authorization: Bearer {stack.loader.token}\r\n"
+    for length in ("-1", "-100", "1e3", "x"):
+        t0 = time.monotonic()
+        answer = _raw_post(stack.loader.url, f"{auth}Content-Length: {length}\r\n", b"{")
+        assert answer.startswith(b"HTTP/1.1 400"), (length, answer[:200])
+        assert time.monotonic() - t0 < 5
+    answer = _raw_post(stack.loader.url, f"{auth}Content-Length: {2 << 20}\r\n")
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert _raw_post(stack.loader.url, auth).startswith(b"HTTP/1.1 411")
+
+
+def test_loader_refuses_to_start_without_a_token(broker: str, tmp_path: Path) -> None:
+    for token in ("", "short"):
+        r = subprocess.run(
+            [sys.executable, "-m", "loader", "--port", str(_free_port())], cwd=ROOT,
+            env=_loader_env(broker, tmp_path / "chdb", token), capture_output=True, text=True,
+            timeout=60)
+        assert r.returncode == 2 and "NOTIFLOW_LOADER_TOKEN" in r.stderr, r.stderr[-2000:]
 
 
 def test_loader_resumes_after_restart_without_loss(stack: Stack) -> None:
@@ -276,8 +381,8 @@ def test_loader_resumes_after_restart_without_loss(stack: Stack) -> None:
     stack.loader = _start_loader(stack.brokers, stack.chdb_path, stack.log)
     total = before + 12_000
     stack.loader.wait_rows(total)
-    status, body = _http(f"{stack.loader.url}/flushed?timeout=30")
-    assert status == 200 and body["lag"] == 0, body
+    body = stack.loader.client.flushed(30)
+    assert body["lag"] == 0, body
     count, distinct = _count(stack.loader)
     assert distinct == total
     assert count >= total  # at-least-once: a replay may duplicate, never lose
