@@ -123,6 +123,16 @@ class RedisLoopStore:
             self._down(e)
             return True
 
+    def drop_stale_turn(self) -> None:
+        """At start: a turn still held by this partition's earlier run (which died with
+        its record in flight) is over."""
+        try:
+            held = self._r.get(self._turn)
+            if held is not None and held.decode().startswith(f"{self._key}:probe:"):
+                self._r.delete(self._turn)
+        except redis.RedisError as e:
+            self._down(e)
+
     def end_turn(self, probe: str) -> None:
         try:
             if self._r.get(self._turn) == probe.encode():

@@ -105,6 +105,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             self._loop_store.set_careful(_now_ms() + CAREFUL_LEASE_MS if self._loop.careful
                                          else 0)
             if self._loop.careful:
+                self._loop_store.drop_stale_turn()
                 log.warning("partition %d: the flow died %d times in a row from %s: records "
                             "up to %s go one at a time", p, self._loop.state.deaths,
                             self._next, self._loop.state.high)
