@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, TypeVar, get_args
 
 import orjson
 import redis.asyncio as aioredis
@@ -58,6 +58,7 @@ ADMIN = "admin"
 BROADCAST = "broadcast"
 _EXPLICIT = (ADMIN, BROADCAST)  # never implied by a type pattern, not even "*"
 HASH_SHOWN = 12  # hex digits of a key's hash that `list` shows, and `revoke` needs at least
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +236,18 @@ _security_b = Depends(_bearer)
 _security_h = Depends(_header)
 
 
+def declares_auth(who: str) -> Callable[[_F], _F]:
+    """Mark a FastAPI dependency as the one that decides who may call a route; ``who``
+    says it in words.  Every route needs one or a place in gateway.app.PUBLIC (a test
+    walks every route)."""
+
+    def mark(fn: _F) -> _F:
+        fn.__auth__ = who  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
 def _deny(status: int, error: str, reason: str, headers: dict[str, str] | None = None):
     return HTTPException(status, {"error": error, "reason": reason}, headers=headers)
 
@@ -302,6 +315,7 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
     ``Depends(require_scope("admin"))`` guards operator endpoints; for notification types
     the gateway checks each request's ``type`` itself (a batch mixes types)."""
 
+    @declares_auth(f"API key with the {scope!r} scope")
     async def dependency(request: Request, _b=_security_b, _h=_security_h) -> ApiKey:
         key = await authenticate(request)
         if not key.allows(scope):
@@ -313,6 +327,7 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
 
 
 
+@declares_auth("API key (the route checks its scopes)")
 async def api_key(request: Request, _b=_security_b, _h=_security_h) -> ApiKey:
     """A FastAPI dependency: any valid key (scopes checked by the caller)."""
     return await authenticate(request)

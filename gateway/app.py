@@ -28,9 +28,11 @@ from http import HTTPStatus
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -112,6 +114,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+# routes anyone may call, deliberately: they carry no user's data
+PUBLIC = {
+    "/healthz": "liveness for load balancers",
+    "/metrics": "Prometheus counters (no user data; keep the port internal)",
+    "/dashboard": "the dashboard page itself (its data needs an admin key)",
+    "/dashboard/static/{name}": "the page's fixed script and style sheet",
+    "/openapi.json": "the API's description",
+    "/docs": "the API's description, rendered",
+    "/docs/oauth2-redirect": "part of /docs",
+    "/redoc": "the API's description, rendered",
+}
+
+
+def route_auth(app: FastAPI) -> dict[str, str | None]:
+    """``"METHOD /path"`` -> who may call it (None: nobody declared it), for every route."""
+    out: dict[str, str | None] = {}
+    for route in iter_route_contexts(app.routes):  # included routers' routes too
+        path = str(route.path)
+        dependant = getattr(route, "dependant", None)  # with its routers' dependencies
+        who = (_declared(dependant) if dependant is not None else None) or (
+            PUBLIC.get(path) and f"anyone: {PUBLIC[path]}")
+        for m in sorted(route.methods or ["*"]):
+            out[f"{m} {path}"] = who
+    return out
+
+
+def _declared(dependant: Dependant) -> str | None:
+    for dep in dependant.dependencies:
+        who = getattr(dep.call, "__auth__", None) or _declared(dep)
+        if who:
+            return who
+    return None
 
 
 class InsecureSettings(RuntimeError):

@@ -72,6 +72,7 @@ async def _on_device_registered(request: Request, user_id: str) -> None:
 
 # --- auth ------------------------------------------------------------------------------
 
+@api_keys.declares_auth("the path's user's token")
 async def owner(request: Request, user_id: UserId,
                 creds: Creds) -> str:
     """Only the user themself (their token) may change their data."""
@@ -82,6 +83,7 @@ async def owner(request: Request, user_id: UserId,
     return user_id
 
 
+@api_keys.declares_auth("the path's user's token, or an API key with the 'admin' scope")
 async def reader(request: Request, user_id: UserId,
                  creds: Creds) -> str:
     """The user themself, or an operator key with the ``admin`` scope (read only)."""
