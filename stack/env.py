@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.user_tokens import SECRET_ENV
 from notiflow.config import Settings
 from stack.services import (
     Service,
@@ -53,6 +54,7 @@ class Stack:
     dev_api_key: str = ""  # made by start_stack(with_gateway=True): scopes "*" and admin
     loader_token: str = ""  # the loader's clients send it (loader/client.py)
     loader_socket: str = ""  # the loader's raw-SQL unix socket, for the local user
+    user_token_secret: str = ""  # signs people's tokens: the gateway's, `make user-token`'s
 
     @property
     def env_file(self) -> Path:
@@ -75,6 +77,8 @@ class Stack:
             v["NOTIFLOW_LOADER_TOKEN"] = self.loader_token
         if self.loader_socket:
             v["NOTIFLOW_LOADER_SOCKET"] = self.loader_socket
+        if self.user_token_secret:
+            v[SECRET_ENV] = self.user_token_secret
         return v
 
     def env(self) -> dict[str, str]:
@@ -127,6 +131,12 @@ def read_env_file(root: Path = ROOT) -> dict[str, str]:
     return out
 
 
+def new_secret() -> str:
+    """A fresh secret for one stack (32 random bytes, URL-safe): every stack makes its own,
+    so no secret that signs or authenticates anything is ever a known default."""
+    return secrets.token_urlsafe(32)
+
+
 def create_dev_api_key(redis_url: str) -> str:
     """An API key for local use (every type, plus admin and broadcast), made the way
     producers' are."""
@@ -162,7 +172,9 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
     stack = Stack(brokers=os.environ.get("KAFKA_BROKERS", ""),
                   redis_url=os.environ.get("REDIS_URL", ""),
                   clickhouse_url=os.environ.get("CLICKHOUSE_URL", ""),
-                  workdir=workdir)
+                  workdir=workdir,
+                  # an operator's own secret wins, so tokens they sign keep working
+                  user_token_secret=os.environ.get(SECRET_ENV) or new_secret())
     try:
         if not stack.brokers:
             stack.services.append(start_kafka(logs))
@@ -178,7 +190,7 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
             stack.chdb_path = str(workdir / "chdb")
         stack.services.append(start_sandbox(stack.env(), logs))
         stack.sandbox_url = stack.services[-1].url
-        stack.loader_token = secrets.token_urlsafe(32)
+        stack.loader_token = new_secret()
         stack.loader_socket = str(workdir / "loader.sock")
         stack.services.append(start_loader(stack.env(), logs))
         stack.stats_url = stack.services[-1].url
