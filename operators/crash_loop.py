@@ -16,10 +16,13 @@ Rules (``CrashLoop.start`` applies them when a source partition starts):
   S emitted leave the source one at a time, each only after every sink confirmed the one
   before it (``Probe``), and the record in flight is stored before it leaves.
 * A careful run that dies with record r in flight gives r a strike, unless it was alive
-  ``blame_window_ms`` after r left (then it died of something else: a hung broker, a stall).
-  When r has a strike and the deaths at S reach ``limit`` (default 3), r is *skipped*: from
-  then on every run from S hands it to the rejected topic ("crashed the flow 3 times")
-  instead of processing it.
+  ``blame_window_ms`` after r left (then it died of something else: a hung broker, a stall);
+  a careful death with another record in flight (or none) clears the strikes.  When the
+  flow has died more than ``limit`` times in a row at S (default 3: the fourth death) and
+  every careful death among them had r in flight, r is *skipped*: from then on every run
+  from S hands it to the rejected topic ("crashed the flow 4 times") instead of processing
+  it.  Two careful deaths on one record, not one, so that kills by an operator (or a fault
+  test) that happen to land in a careful run never skip a good record.
 * A start from other positions (a snapshot got past S) forgets all of it.
 
 Careful runs are slow (a round trip per record), so they stop at the furthest position the
@@ -119,16 +122,25 @@ class CrashLoop:
         elif st.emitted:
             st.deaths += 1
             r = st.suspect
+            careful_death = st.deaths > CAREFUL_AFTER
             if r is not None and st.alive_ms - st.suspect_ms <= self.blame_window_ms:
-                st.strikes[r] = st.strikes.get(r, 0) + 1
-                if st.deaths >= self.limit and r not in st.skip:
+                st.strikes = {r: st.strikes.get(r, 0) + 1}
+                if (st.deaths >= max(self.limit + 1, CAREFUL_AFTER + 1)
+                        and st.strikes[r] >= self._strikes_needed() and r not in st.skip):
                     st.skip.append(r)
                     self.convicted = r
+            elif careful_death:
+                st.strikes = {}
         st.emitted = False
         st.suspect = None
         self.state = st
         self.careful = st.deaths >= CAREFUL_AFTER and bool(st.high)
         self._store.save(st.to_json())
+
+    def _strikes_needed(self) -> int:
+        """Careful deaths in a row on one record before it is skipped: two, or one when
+        the limit leaves room for only one careful death."""
+        return min(2, max(1, self.limit + 1 - CAREFUL_AFTER))
 
     # -- while running ---------------------------------------------------------------
     def emitting(self, upto: Positions, now_ms: int) -> None:

@@ -199,7 +199,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
         self._emitted[rec[0]] = rec[3] + 1
         skip = None
         if loop.skipped(rid):
-            skip = (f"crashed the flow {loop.limit} times: skipped by the crash-loop breaker "
+            skip = (f"crashed the flow {loop.state.deaths} times: skipped by the crash-loop breaker "
                     f"(lane {self._lane}, partition {self._p}, offset {rec[3]})")
         return [(self._key, Batch(self._p, [rec], self._probe, skip))]
 

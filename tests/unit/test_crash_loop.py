@@ -62,19 +62,51 @@ def test_second_death_makes_the_next_run_careful_up_to_where_they_reached():
     assert loop.convicted is None  # nobody was pinned yet
 
 
-def test_record_in_flight_at_the_third_death_is_skipped_by_every_later_run():
+def careful_death(store: MemStore, rec, now: int) -> CrashLoop:
+    """A careful run that sent ``rec`` alone and died with it in flight."""
+    loop = run(store, now=now)
+    assert loop.careful
+    loop.leaving(rec, now)
+    return loop
+
+
+def test_record_in_flight_at_two_careful_deaths_is_skipped_by_every_later_run():
     store = MemStore()
     die_normally(store)
     die_normally(store)
     careful = run(store, now=5_000)
     careful.leaving((0, 100), 5_000)  # sent alone, confirmed ...
-    careful.leaving((0, 101), 5_010)  # ... the next one kills the process
-    loop = run(store, now=6_000)
-    assert loop.convicted == (0, 101) and loop.skipped((0, 101))
+    careful.leaving((0, 101), 5_010)  # ... the next one kills the process (death 3)
+    third = careful_death(store, (0, 101), 6_000)  # and again (death 4: more than 3)
+    assert third.convicted is None
+    loop = run(store, now=7_000)
+    assert loop.state.deaths == 4 and loop.convicted == (0, 101) and loop.skipped((0, 101))
     assert not loop.skipped((0, 100))
     assert loop.careful  # the rest of the range still goes one at a time
-    again = run(store, now=7_000)  # died again before a snapshot: still skipped
+    again = run(store, now=8_000)  # died again before a snapshot: still skipped
     assert again.skipped((0, 101))
+
+
+def test_one_kill_landing_in_a_careful_run_skips_nothing():
+    store = MemStore()
+    die_normally(store)
+    die_normally(store)
+    careful_death(store, (0, 120), 5_000)  # an operator's kill -9, whatever was in flight
+    careful_death(store, (0, 131), 6_000)  # and another one, elsewhere
+    loop = run(store, now=7_000)
+    assert loop.state.deaths == 4 and loop.convicted is None and loop.state.skip == []
+
+
+def test_a_second_poison_after_the_first_is_skipped_too():
+    store = MemStore()
+    die_normally(store)
+    die_normally(store)
+    careful_death(store, (0, 101), 5_000)
+    careful_death(store, (0, 101), 6_000)
+    careful_death(store, (0, 140), 7_000)  # past the first, the next one kills it
+    careful_death(store, (0, 140), 8_000)
+    loop = run(store, now=9_000)
+    assert loop.state.skip == [(0, 101), (0, 140)]
 
 
 def test_limit_is_configurable_and_zero_turns_it_off():
