@@ -28,12 +28,15 @@ from stack.topics import create_topics
 P = 4  # Settings.partitions
 
 
-def make_key(redis_url: str, name: str, *scopes: str, rate: float = 1000, burst: int = 1000) -> str:
+def make_key(redis_url: str, name: str, *scopes: str, rate: float = 1000, burst: int = 1000,
+             audiences: tuple[str, ...] | list[str] = ()) -> str:
     """A key through the CLI producers use (`python -m gateway.api_keys create`)."""
     args = [sys.executable, "-m", "gateway.api_keys", "--redis-url", redis_url, "create", name,
             "--rate", str(rate), "--burst", str(burst)]
     for s in scopes:
         args += ["--scope", s]
+    for a in audiences:
+        args += ["--audience", a]
     out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=30, check=True)
     return out.stdout.strip()
 
@@ -161,6 +164,47 @@ def test_per_key_rate_limit_answers_429_with_retry_after(stack, client):
     r = client.post("/v1/notifications", json=note(uid()), headers=auth(slow))
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1 and "rate: key 'g1-slow'" in r.json()["reason"]
+
+
+def test_rate_is_charged_per_recipient_not_per_request(stack, client):
+    """Before: one request to any number of recipients cost one token."""
+    k = make_key(stack.redis_url, "g1-fanny", "*", rate=0.1, burst=10)
+    ten = client.post("/v1/notifications", json=note(uid(), recipients=[uid() for _ in range(10)]),
+                      headers=auth(k))
+    assert ten.status_code == 202, ten.text
+    one_more = client.post("/v1/notifications", json=note(uid()), headers=auth(k))
+    assert one_more.status_code == 429 and "notifications/s" in one_more.json()["reason"]
+
+
+def test_a_request_costing_more_than_the_burst_is_413(stack, client):
+    k = make_key(stack.redis_url, "g1-small", "*", rate=100, burst=10)
+    batch = {"requests": [note(uid(), recipients=[uid() for _ in range(6)]) for _ in range(2)]}
+    r = client.post("/v1/notifications/batch", json=batch, headers=auth(k))
+    assert r.status_code == 413 and "costs 12 notifications" in r.json()["reason"], r.text
+    assert client.post("/v1/notifications", json=note(uid()), headers=auth(k)).status_code == 202
+
+
+def test_audiences_need_a_grant_on_the_key(stack, client):
+    """Before: any key with the type's scope could address any audience."""
+    topic = {"type": "social.post", "audience": {"kind": "topic", "id": "sports"}, "body": "b"}
+    plain = make_key(stack.redis_url, "g1-plain", "social.*")
+    r = client.post("/v1/notifications", json=topic, headers=auth(plain))
+    assert r.status_code == 403 and r.json()["reason"].startswith("audience: "), r.text
+    granted = make_key(stack.redis_url, "g1-sports", "social.*", audiences=["topic:sports"])
+    assert client.post("/v1/notifications", json=topic, headers=auth(granted)).status_code == 202
+    other = {**topic, "audience": {"kind": "topic", "id": "news"}}
+    assert client.post("/v1/notifications", json=other, headers=auth(granted)).status_code == 403
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("recipients", ["x\nvictim"]),  # batch live mode splits lines: it reached victim's stream
+    ("recipients", ["a b"]),
+    ("type", "social.like\n"),  # matched no exact opt-out any more
+])
+def test_ids_and_types_are_validated_whole(client, key, field, value):
+    r = client.post("/v1/notifications", json=note("u1", **{field: value}), headers=auth(key))
+    assert r.status_code == 422, r.text
+    assert r.json()["reason"].startswith(field), r.text
 
 
 def test_same_idempotency_key_same_id_and_dedup_parts(stack, client, key):
@@ -307,3 +351,18 @@ def test_api_key_cli_stores_only_the_hash(stack):
                              stack.redis_url, "list"], capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout
     assert '"name":"g1-cli"' in listed and plain not in listed
+
+
+def test_a_second_gateway_on_the_same_spool_refuses_to_start(stack, tmp_path):
+    """Before: both ran, appending to and deleting the same segments."""
+    env = spool_env(stack, f"127.0.0.1:{free_port()}", tmp_path / "spool")
+    g = start_gateway(env, tmp_path / "logs", name="gateway-a")
+    try:
+        with pytest.raises(RuntimeError, match="exited with") as refused:
+            start_gateway(env, tmp_path / "logs", name="gateway-b")
+        log = (tmp_path / "logs" / "gateway-b.log").read_text()
+        assert f"spool folder {tmp_path / 'spool'} is in use" in log, str(refused.value)
+        assert f"pid {g.pid}" in log
+        assert httpx.get(f"{g.url}/healthz").json()["ok"] is True  # the first one goes on
+    finally:
+        g.stop()
