@@ -1,7 +1,9 @@
 """``python -m gateway [--host H] [--port P]``: the gateway on uvicorn (uvloop, httptools).
 
 One process; run several behind a load balancer for more (each needs its own spool
-directory: ``NOTIFLOW_GATEWAY_SPOOL_DIR``).  Logs are JSON lines on stderr.
+directory, ``NOTIFLOW_GATEWAY_SPOOL_DIR``: a second one on a folder in use refuses to
+start).  It refuses to start without a safe ``NOTIFLOW_USER_TOKEN_SECRET`` (exit 1, the
+reason on stderr).  Logs are JSON lines on stderr.
 """
 
 from __future__ import annotations
