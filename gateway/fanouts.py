@@ -17,7 +17,6 @@ import logging
 import time
 from typing import Annotated
 
-import httpx
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
@@ -25,9 +24,10 @@ from fastapi.responses import JSONResponse
 from gateway import api_keys
 from gateway.api_keys import ApiKey, api_key
 from gateway.producer import OutRecord
+from loader.client import Loader, LoaderError
 from notiflow import topics
 from notiflow.config import Settings, get_settings
-from operators.fanout import outcomes_sql, summarize_progress
+from operators.fanout import summarize_progress
 from operators.user_state import DEFAULT_ROW, row_with_settings
 from schemas.errors import ValidationFailed
 from schemas.presence import Presence, encode_presence
@@ -66,13 +66,11 @@ async def fanout_progress(request: Request, fanout_id: FanoutId,
 
 async def _outcomes(request: Request, nid: str) -> dict[str, int] | None:
     """Receipts by outcome, or None while the receipts store does not answer."""
-    url = request.app.state.settings.stats_url.rstrip("/") + "/query"
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            resp = await client.post(url, content=outcomes_sql(nid))
-            resp.raise_for_status()
-            return {o: n for o, n in resp.json()["rows"]}
-    except (httpx.HTTPError, KeyError, ValueError):
+        res = await Loader.from_settings(request.app.state.settings).arun(
+            "fanout_outcomes", timeout=10, id=nid)
+        return {o: n for o, n in res.rows}
+    except (LoaderError, ValueError):
         return None
 
 

@@ -2,8 +2,9 @@
 
 Reads KAFKA_BROKERS, CLICKHOUSE_URL or NOTIFLOW_CHDB_PATH (and NOTIFLOW_TOPIC_PREFIX) from
 the environment, NOTIFLOW_LOADER_TOKEN (required: clients must send it) and, optionally,
-NOTIFLOW_LOADER_SOCKET (a unix socket serving raw read-only SQL to the local user). SIGTERM/SIGINT stop it cleanly: the pending batch is inserted and its
-offsets recorded before exit.
+NOTIFLOW_LOADER_SOCKET (a unix socket serving raw read-only SQL to the local user).
+SIGTERM/SIGINT stop it cleanly: the pending batch is inserted and its offsets recorded
+before exit.
 """
 
 from __future__ import annotations

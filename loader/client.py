@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from notiflow.config import get_settings
+from notiflow.config import Settings, get_settings
 
 TIMEOUT_S = 30.0
 
@@ -44,6 +44,12 @@ class Loader:
     url: str
     token: str
     socket: str = ""
+
+    @classmethod
+    def from_settings(cls, cfg: Settings) -> Loader:
+        """The loader a service's settings name (the gateway's)."""
+        return cls(cfg.stats_url.rstrip("/"), cfg.loader_token.get_secret_value(),
+                   cfg.loader_socket)
 
     @classmethod
     def from_env(cls, url: str | None = None) -> Loader:

@@ -198,11 +198,3 @@ def summarize_progress(fields: dict[str, str]) -> dict[str, object]:
     parts = job.get("partitions")
     return {**job, **totals, "partitions_reporting": len(seen), "partitions_done": done,
             "finished": isinstance(parts, int) and done >= parts}
-
-
-def outcomes_sql(notification_id: str) -> str:
-    """Receipts of a fan-out by outcome (sent, suppressed, failed, ...), for the loader's
-    /query.  The id is quoted as a ClickHouse string literal."""
-    lit = notification_id.replace("\\", "\\\\").replace("'", "\\'")
-    return ("SELECT outcome, count() AS n FROM notiflow.receipts "
-            f"WHERE notification_id = '{lit}' GROUP BY outcome ORDER BY outcome")

@@ -56,7 +56,6 @@ def main() -> None:
         raise SystemExit(f"{left} message(s) not delivered to Kafka at {brokers}")
 
     sandbox = env.get("SANDBOX_URL", cfg.apns_url)
-    stats = env.get("STATS_URL", cfg.stats_url)
     c = Console(soft_wrap=True)  # commands stay copy-pastable
     c.print(f"published settings and an APNs device for [bold]{USER}[/] (partition {p}), and "
             f"one request per channel: {', '.join(ids)}")
@@ -66,9 +65,9 @@ def main() -> None:
     redis_url = env.get("REDIS_URL", cfg.redis_url)
     c.print(f"  in-app inbox      .venv/bin/python -c \"import redis; print(redis.Redis.from_url("
             f"'{redis_url}').lrange('nf:inbox:{USER}', 0, -1))\"", markup=False)
-    c.print(f"  raw SQL           curl -s {stats}/query --data "
+    c.print(f"  raw SQL           .venv/bin/python -m loader.sql "
             f"\"SELECT channel, outcome, reason FROM notiflow.receipts "
-            f"WHERE startsWith(notification_id, 'sample-{run}')\"")
+            f"WHERE startsWith(notification_id, 'sample-{run}')\"", markup=False)
 
 
 if __name__ == "__main__":

@@ -13,22 +13,44 @@ const OUTCOMES = {
   bundled: "#3aa6a0",
 };
 const params = new URLSearchParams(location.search);
-const REFRESH_MS = Math.max(1000, Number(params.get("refresh") || 10) * 1000);
+const REFRESH_MS = refreshMs(params.get("refresh"));
 const USER_REFRESH_MS = 2000;
 const BADGE_SAMPLES = 60;
 
-// ---- the API key: taken from ?key= once, then kept in localStorage -----------------
+/** Chart refresh period: ?refresh= in whole seconds, 2..3600; anything else is 10 s. */
+function refreshMs(raw) {
+  if (!/^[0-9]{1,4}$/.test(raw || "")) return 10000;
+  const s = Number(raw);
+  return s >= 2 && s <= 3600 ? s * 1000 : 10000;
+}
+
+// ---- the API key: typed into the form, kept in this tab only --------------------------
+// A key in the URL ends up in server logs, history and Referer headers: it is wiped from the
+// address bar at once and not used.
+let refusedUrlKey = false;
 if (params.has("key")) {
-  localStorage.setItem(KEY_STORE, params.get("key"));
+  refusedUrlKey = true;
   params.delete("key");
   const rest = params.toString();
   history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
 }
+localStorage.removeItem(KEY_STORE); // older pages kept it here, for good
 
 class ApiError extends Error {}
 
+function showLogin(why) {
+  sessionStorage.removeItem(KEY_STORE);
+  document.getElementById("main").hidden = true;
+  document.getElementById("kpis").hidden = true;
+  const box = document.getElementById("login-why");
+  box.hidden = !why;
+  box.textContent = why || "";
+  document.getElementById("login").hidden = false;
+  document.getElementById("key").focus();
+}
+
 async function api(path) {
-  const key = localStorage.getItem(KEY_STORE) || "";
+  const key = sessionStorage.getItem(KEY_STORE) || "";
   const r = await fetch(path, { headers: key ? { Authorization: "Bearer " + key } : {} });
   let body = null;
   try { body = await r.json(); } catch { /* not JSON: reported below */ }
@@ -37,7 +59,7 @@ async function api(path) {
     if (why && typeof why === "object" && typeof why.reason === "string") why = why.reason;
     if (typeof why !== "string") why = JSON.stringify(why);
     if (r.status === 401 || r.status === 403) {
-      why += " — open /dashboard?key=<an API key with the admin scope>";
+      showLogin(`${r.status} ${why}: enter an API key with the admin scope`);
     }
     throw new ApiError(`${path.split("?")[0]}: ${r.status} ${why}`);
   }
@@ -139,8 +161,10 @@ function drawDeliveries(data) {
   for (const o of outcomeOrder.filter((o) => seenOutcomes.has(o)).concat(
     [...seenOutcomes].filter((o) => !(o in OUTCOMES)))) {
     const span = document.createElement("span");
-    span.innerHTML = `<i class="sw" style="background:${OUTCOMES[o] || "#555"}"></i>`;
-    span.append(o);
+    const sw = document.createElement("i");
+    sw.className = "sw";
+    sw.style.background = OUTCOMES[o] || "#555"; // CSSOM: the CSP forbids inline style attributes
+    span.append(sw, o);
     legend.appendChild(span);
   }
   finish(fig, points);
@@ -313,13 +337,25 @@ async function refreshUser() {
 
 function loop(fn, every) {
   const run = async () => {
-    try { await fn(); } catch (e) { console.error(e); report(fn.name, e); }
+    if (sessionStorage.getItem(KEY_STORE)) {
+      try { await fn(); } catch (e) { console.error(e); report(fn.name, e); }
+    }
     setTimeout(run, every);
   };
   run();
 }
 
+function start() {
+  document.getElementById("login").hidden = true;
+  document.getElementById("main").hidden = false;
+  document.getElementById("kpis").hidden = false;
+  for (const fn of [refreshCharts, refreshUser]) {
+    fn().catch((e) => { console.error(e); report(fn.name, e); });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.body.dataset.refreshMs = String(REFRESH_MS);
   const windowSelect = document.getElementById("window");
   if (/^[1-9][0-9]{0,4}$/.test(params.get("minutes") || "")) {
     const want = params.get("minutes");
@@ -335,6 +371,22 @@ document.addEventListener("DOMContentLoaded", () => {
     refreshUser();
   });
   windowSelect.addEventListener("change", refreshCharts);
-  loop(refreshCharts, REFRESH_MS);
-  loop(refreshUser, USER_REFRESH_MS);
+  document.getElementById("login").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const input = document.getElementById("key");
+    sessionStorage.setItem(KEY_STORE, input.value.trim());
+    input.value = "";
+    start();
+  });
+  if (refusedUrlKey) {
+    showLogin("A key in the URL is refused (it would stay in logs, history and Referer " +
+              "headers) and was removed from the address bar: enter it here instead.");
+  } else if (sessionStorage.getItem(KEY_STORE)) {
+    start();
+  } else {
+    showLogin("");
+  }
+  // the loops skip their work while no key is set; each runs at most once per period
+  setTimeout(() => loop(refreshCharts, REFRESH_MS), REFRESH_MS);
+  setTimeout(() => loop(refreshUser, USER_REFRESH_MS), USER_REFRESH_MS);
 });

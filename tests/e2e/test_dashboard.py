@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from gateway.api_keys import create_key
+from loader.client import local_sql
 from notiflow.topics import partition_for
 from sandbox.client import SandboxControl
 
@@ -137,10 +138,9 @@ def publish_run(stack, tag: str) -> tuple[list[str], str]:
 
 
 def receipts_count(stack, tag: str) -> int:
-    r = httpx.post(f"{stack.stats_url}/query", timeout=10, content=(
-        f"SELECT count() FROM notiflow.receipts WHERE startsWith(notification_id, '{tag}-')"))
-    r.raise_for_status()
-    return int(r.json()["rows"][0][0])
+    return int(local_sql(stack.loader_socket, timeout=10, text=(
+        f"SELECT count() FROM notiflow.receipts WHERE startsWith(notification_id, '{tag}-')"
+    )).rows[0][0])
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +220,85 @@ def test_dashboard_says_why_when_the_receipts_store_is_down(stack):
         assert "receipts store unreachable" in detail["reason"]
 
 
+def log_in(page, key: str) -> None:
+    """Through the page's form, as an operator does."""
+    page.wait_for_selector("#login:not([hidden])")
+    page.fill("#key", key)
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#main:not([hidden])")
+
+
+def browser(pw, tmp_path):
+    return pw.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 900})
+
+
+def test_dashboard_page_keeps_keys_out_of_urls_and_refuses_a_key_in_one(stack, gateway, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    r = httpx.get(f"{gateway.url}/dashboard", timeout=10)
+    assert r.headers["referrer-policy"] == "no-referrer"
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+
+    key = new_key(stack, "dash-url", ["admin"])
+    asked: list[str] = []
+    with sync_playwright() as pw:
+        ctx = browser(pw, tmp_path)
+        try:
+            page = ctx.new_page()
+            page.on("request", lambda req: asked.append(req.url + str(req.headers)))
+            page.goto(f"{gateway.url}/dashboard?key={key}&minutes=15")
+            page.wait_for_selector("#login:not([hidden])")
+            assert "key=" not in page.url and "minutes=15" in page.url  # wiped at once
+            assert "in the URL is refused" in page.inner_text("#login-why")
+            assert page.locator("#main").is_hidden()
+            assert not [a for a in asked if "/v1/dashboard/" in a]  # the URL's key was not used
+            assert page.evaluate("sessionStorage.getItem('notiflow.dashboard.key')") is None
+            # a wrong key: back to the form, with the reason, and nothing kept
+            page.fill("#key", "not-a-key")
+            page.click("#login button[type=submit]")
+            page.wait_for_function("() => document.getElementById('login-why').textContent"
+                                   ".startsWith('401')")
+            assert page.locator("#main").is_hidden()
+            assert page.evaluate("sessionStorage.getItem('notiflow.dashboard.key')") is None
+        finally:
+            ctx.close()
+
+
+def test_dashboard_refresh_is_whole_seconds_2_to_3600(stack, gateway, tmp_path):
+    """?refresh=x once meant setTimeout(NaN): a reload loop as fast as the browser went."""
+    from playwright.sync_api import sync_playwright
+
+    key = new_key(stack, "dash-refresh", ["admin"])
+    asked: list[str] = []
+
+    def count(req) -> None:
+        if "/v1/dashboard/latency" in req.url:
+            asked.append(req.url)
+
+    with sync_playwright() as pw:
+        ctx = browser(pw, tmp_path)
+        try:
+            page = ctx.new_page()
+            page.on("request", count)
+            page.goto(f"{gateway.url}/dashboard?refresh=x")
+            log_in(page, key)
+            assert page.get_attribute("body", "data-refresh-ms") == "10000"
+            page.wait_for_function(
+                "() => document.getElementById('status').textContent.startsWith('updated')")
+            page.wait_for_timeout(1500)  # a rate: what one and a half seconds bring
+            assert len(asked) == 1, asked
+            got = page.evaluate("""raws => raws.map(refreshMs)""",
+                                ["x", "0", "1", "-5", "1e3", "2.5", "3601", "", None, "2",
+                                 "3600", "60"])
+            assert got == [10_000] * 9 + [2_000, 3_600_000, 60_000]
+        finally:
+            ctx.close()
+
+
 def test_dashboard_renders_a_real_run_in_chromium(stack, gateway, run, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -228,20 +307,21 @@ def test_dashboard_renders_a_real_run_in_chromium(stack, gateway, run, tmp_path)
     rds = redis.Redis.from_url(stack.redis_url)
     errors: list[str] = []
     with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        ctx = browser(pw, tmp_path)
         try:
             page = ctx.new_page()
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{gateway.url}/dashboard?key={key}&user={user}&minutes=15&refresh=2")
+            page.goto(f"{gateway.url}/dashboard?user={user}&minutes=15&refresh=2")
+            log_in(page, key)
             page.wait_for_function(
                 "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
                 arg=list(CHARTS), timeout=30_000)
             points = {c: int(page.get_attribute(f"#{c}", "data-points")) for c in CHARTS}
             assert all(n > 0 for n in points.values()), points
-            assert "key=" not in page.url  # the key went to localStorage, not the address bar
+            assert key not in page.url
+            assert page.evaluate("sessionStorage.getItem('notiflow.dashboard.key')") == key
+            assert page.evaluate("localStorage.getItem('notiflow.dashboard.key')") is None
             assert page.locator("#problem").is_hidden(), page.inner_text("#problem")
             # each channel that had receipts has its own chart
             titles = page.locator("#chart-deliveries h3").all_inner_texts()

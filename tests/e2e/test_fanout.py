@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 
 from gateway.api_keys import create_key
 from gateway.user_tokens import create_token
+from loader.client import Loader, local_sql
 from notiflow.topics import partition_for
 from sandbox.client import SandboxControl
 from sinks.pull_feed import merge_into_inbox
@@ -101,7 +102,7 @@ def wait_done(stack, r, nid: str, timeout: float = 90) -> dict:
     deadline = time.time() + timeout
     status = None
     while time.time() < deadline:
-        status = fanout_status(r, stack.stats_url, nid)
+        status = fanout_status(r, Loader(stack.stats_url, stack.loader_token), nid)
         if status and status["finished"]:
             return status
         time.sleep(0.3)
@@ -114,10 +115,10 @@ def sent_receipts(stack, nid: str, want: int, timeout: float = 60) -> list[tuple
     deadline = time.time() + timeout
     rows: list = []
     while time.time() < deadline:
-        rows = httpx.post(f"{stack.stats_url}/query", content=sql, timeout=10).json()["rows"]
+        rows = local_sql(stack.loader_socket, sql, timeout=10).rows
         if len(rows) >= want:
             time.sleep(0.5)  # a wrong extra receipt would show up now
-            rows = httpx.post(f"{stack.stats_url}/query", content=sql, timeout=10).json()["rows"]
+            rows = local_sql(stack.loader_socket, sql, timeout=10).rows
             return [tuple(x) for x in rows]
         time.sleep(0.3)
     pytest.fail(f"only {len(rows)} of {want} sent receipts for {nid}")
@@ -144,7 +145,8 @@ def test_followers_audience_pushes_active_and_pulls_the_rest_once(stack, flow, p
     sandbox = SandboxControl(stack.sandbox_url)
     pushed = [m for m in sandbox.messages("apns") if m["nid"] == nid]
     assert len(pushed) == 50  # one push per active follower, none for the inactive ones
-    assert fanout_status(r, stack.stats_url, nid)["outcomes"] == {"sent": 100}
+    loader = Loader(stack.stats_url, stack.loader_token)
+    assert fanout_status(r, loader, nid)["outcomes"] == {"sent": 100}
 
     quiet = next(u for u in followers if u not in active)
     assert inbox_ids(r, quiet) == []  # nothing written for an inactive follower

@@ -15,6 +15,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from loader.client import local_sql
 from notiflow.topics import partition_for
 from sandbox.client import SandboxControl
 
@@ -77,9 +78,7 @@ def send(producer, user, nid, *, topic="notify.requests", raw: bytes | None = No
 
 
 def query(stack, sql: str) -> list[list]:
-    r = httpx.post(f"{stack.stats_url}/query", content=sql, timeout=10)
-    r.raise_for_status()
-    return r.json()["rows"]
+    return local_sql(stack.loader_socket, sql, timeout=10).rows
 
 
 def receipts_for(stack, nids: list[str], want: int, timeout: float = 60) -> list[tuple]:

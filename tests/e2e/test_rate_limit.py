@@ -12,13 +12,13 @@ import random
 import time
 import uuid
 
-import httpx
 import msgspec
 import pytest
 import redis
 import redis.asyncio as aredis
 
 from bench.rate_limit import contend
+from loader.client import local_sql
 from notiflow.config import Settings
 from operators.token_bucket import idle_ttl_ms, take
 from sandbox.client import SandboxControl
@@ -181,7 +181,7 @@ def test_push_batch_through_the_real_sink_waits_for_tokens_instead_of_failing(st
            f"'{run}-%' GROUP BY outcome")
     deadline, rows = time.time() + 60, []
     while time.time() < deadline:
-        rows = httpx.post(f"{stack.stats_url}/query", content=sql, timeout=10).json()["rows"]
+        rows = local_sql(stack.loader_socket, sql, timeout=10).rows
         if rows and sum(n for _, n in rows) >= 100:
             break
         time.sleep(0.5)

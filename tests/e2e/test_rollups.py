@@ -2,7 +2,8 @@
 
 Receipts go through the real path (notify.receipts -> the session's loader -> chDB); the
 rollups must then agree with the raw table: counts exactly, latency quantiles within the
-t-digest's error. Every SQL block of docs/analytics.md runs against that data. The
+t-digest's error. Every SQL block of docs/analytics.md runs against that data (through the
+loader's local socket, as ``python -m loader.sql`` does), and so does every named query. The
 back-fill and the TTL run in a child process on a folder of their own (chDB lets a process
 open one data folder, and the loader owns the session's).
 """
@@ -17,10 +18,11 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from confluent_kafka import Producer
 
+from loader.client import Loader, local_sql
+from loader.queries import NAMED
 from loader.rollups import BY_MINUTE, REASONS_BY_MINUTE, current_ttl_days
 from notiflow import topics
 from schemas.receipt import Receipt, encode_rows
@@ -31,9 +33,8 @@ MINUTE_MS = 60_000
 
 
 def query(stack, sql: str) -> list[list]:
-    r = httpx.post(f"{stack.stats_url}/query", content=sql, timeout=30)
-    assert r.status_code == 200, (sql, r.text)
-    return r.json()["rows"]
+    """Raw SQL through the loader's local socket: the path analysts use (python -m loader.sql)."""
+    return local_sql(stack.loader_socket, sql, timeout=30).rows
 
 
 def make_receipts(tag: str, n: int, now_ms: int) -> list[Receipt]:
@@ -72,8 +73,7 @@ def loaded(stack):
     for i in range(0, len(rows), 500):
         p.produce(topic, encode_rows(rows[i:i + 500]))
     assert p.flush(15) == 0
-    r = httpx.get(f"{stack.stats_url}/flushed", params={"timeout": 60}, timeout=70)
-    assert r.status_code == 200, r.text
+    Loader(stack.stats_url, stack.loader_token).flushed(60)
     n = query(stack, f"SELECT count() FROM notiflow.receipts WHERE startsWith(type, '{tag}.')")
     assert n[0][0] == len(rows)
     return tag
@@ -160,6 +160,15 @@ def test_docs_analytics_queries_run_on_real_data(stack, loaded):
     types = {r[0]: r for r in query(stack, opt)}
     # every 12th receipt is an opt-out (200 of 2400), spread over all 37 users
     assert types[f"{tag}.marketing.weekly"][1:] == [200, 37]
+
+
+def test_every_named_query_runs_on_real_data(stack, loaded):
+    """What the dashboard, `make stats` and fan-out status ask, over TCP with the token."""
+    loader = Loader(stack.stats_url, stack.loader_token)
+    sample = {"minutes": 60, "bucket": 1, "limit": 10, "id": f"{loaded}-1"}
+    for name, named in NAMED.items():
+        res = loader.run(name, **{p: sample[p] for p in named.params})
+        assert res.rows, name
 
 
 _CHILD = r"""

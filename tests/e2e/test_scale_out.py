@@ -17,12 +17,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-import httpx
 import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
 
+from loader.client import local_sql
 from notiflow.topics import partition_for
 
 P = 8  # partitions of the user-keyed topics: >= the most workers tried (4)
@@ -99,19 +99,17 @@ def publish_workload(brokers: str) -> int:
     return n
 
 
-def query(stats_url: str, sql: str) -> list[list]:
-    r = httpx.post(f"{stats_url}/query", content=sql, timeout=30)
-    r.raise_for_status()
-    return r.json()["rows"]
+def query(socket: str, sql: str) -> list[list]:
+    return local_sql(socket, sql, timeout=30).rows
 
 
-def wait_receipts(stats_url: str, want: int | None, timeout: float = 120) -> None:
+def wait_receipts(socket: str, want: int | None, timeout: float = 120) -> None:
     """Until ``want`` receipts (when known), then until the count holds still for 3 s."""
     sql = "SELECT count() FROM notiflow.receipts WHERE startsWith(notification_id, 'so-')"
     deadline = time.time() + timeout
     last, since = -1, time.time()
     while time.time() < deadline:
-        got = query(stats_url, sql)[0][0]
+        got = query(socket, sql)[0][0]
         if got != last:
             last, since = got, time.time()
         elif got > 0 and (want is None or got >= want) and time.time() - since >= 3:
@@ -132,8 +130,8 @@ def run_workload(tmp_path, processes: int, workers: int, want: int | None) -> Ou
                                ("retry", 1, 1)):
             flows += start_flow(lane, env, processes=procs, workers=w,
                                 recovery_dir=tmp_path / f"rec-{lane}", log_dir=tmp_path / "logs")
-        wait_receipts(stack.stats_url, want)
-        rows = query(stack.stats_url, "SELECT notification_id, user_id, channel, outcome "
+        wait_receipts(stack.loader_socket, want)
+        rows = query(stack.loader_socket, "SELECT notification_id, user_id, channel, outcome "
                      "FROM notiflow.receipts WHERE startsWith(notification_id, 'so-')")
         r = redis.Redis.from_url(stack.redis_url)
         inboxes = {u: (sorted(r.lrange(f"nf:inbox:{u}", 0, -1)), int(r.get(f"nf:badge:{u}") or 0))

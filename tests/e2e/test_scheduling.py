@@ -12,12 +12,12 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import httpx
 import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
 
+from loader.client import local_sql
 from notiflow.topics import partition_for
 from operators.bundler import bundle_id
 from sandbox.client import SandboxControl
@@ -93,11 +93,10 @@ def send(producer, user, nid, *, topic="notify.requests", **fields):
 def receipts(stack, nids: list[str]) -> list[tuple]:
     """(notification_id, channel, outcome, reason, event_ms) rows of these notifications."""
     ids = ",".join(f"'{n}'" for n in nids)
-    r = httpx.post(f"{stack.stats_url}/query", timeout=10, content=(
+    rows = local_sql(stack.loader_socket, timeout=10, text=(
         "SELECT notification_id, channel, outcome, reason, event_ms FROM notiflow.receipts "
-        f"WHERE notification_id IN ({ids}) ORDER BY notification_id, channel"))
-    r.raise_for_status()
-    return [tuple(row) for row in r.json()["rows"]]
+        f"WHERE notification_id IN ({ids}) ORDER BY notification_id, channel")).rows
+    return [tuple(row) for row in rows]
 
 
 def wait_receipts(stack, nids: list[str], want: int, timeout: float = 60) -> list[tuple]:

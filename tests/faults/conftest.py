@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass
 from hashlib import blake2b
 
-import httpx
 import orjson
 import pytest
 from confluent_kafka import Producer
 
+from loader.client import local_sql
 from notiflow.topics import partition_for
 from sandbox.client import SandboxControl
 
@@ -89,11 +89,10 @@ def publish(producer, user: str, nid: str, channels: list[str], **fields) -> Non
 
 def sent_counts(stack, prefix: str) -> dict[str, int]:
     """notification id -> number of 'sent' receipts, for ids starting with ``prefix``."""
-    r = httpx.post(f"{stack.stats_url}/query", content=(
+    rows = local_sql(stack.loader_socket, (
         "SELECT notification_id, count() FROM notiflow.receipts WHERE outcome = 'sent' "
-        f"AND startsWith(notification_id, '{prefix}') GROUP BY notification_id"), timeout=30)
-    r.raise_for_status()
-    return {n: c for n, c in r.json()["rows"]}
+        f"AND startsWith(notification_id, '{prefix}') GROUP BY notification_id"), timeout=30).rows
+    return {n: c for n, c in rows}
 
 
 def accepted_counts(sandbox: SandboxControl, provider: str, prefix: str) -> dict[str, int]:
