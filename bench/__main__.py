@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 from rich.console import Console
 from rich.table import Table
@@ -37,6 +36,7 @@ from bench.plot import Panel
 from bench.plot import fetch as plot_fetch
 from bench.plot import save as save_plot
 from bench.workload import CHANNEL_MIXES, load_users, make_producer, produce, requests, user_id
+from loader.client import local_sql
 from notiflow.topics import partition_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +44,18 @@ console = Console()
 PHASES = ("e2e", "transports", "ratelimit", "memory", "scaling", "fanout", "gateway")
 
 
-def q(stats_url: str, sql: str) -> list[list]:
-    r = httpx.post(f"{stats_url}/query", content=sql, timeout=60)
-    r.raise_for_status()
-    return r.json()["rows"]
+def q(socket: str, sql: str) -> list[list]:
+    """Rows of ``sql`` through the loader's local raw-SQL socket."""
+    return local_sql(socket, sql, timeout=60).rows
 
 
-def wait_rows(stats_url: str, run: str, want: int, label: str, timeout: float = 600) -> None:
+def wait_rows(socket: str, run: str, want: int, label: str, timeout: float = 600) -> None:
     sql = f"SELECT count() FROM notiflow.receipts WHERE notification_id LIKE '{run}-%'"
     with tqdm(total=want, desc=f"{label}: receipts", unit="rows", leave=False) as bar:
         deadline = time.time() + timeout
         got = 0
         while time.time() < deadline:
-            got = q(stats_url, sql)[0][0]
+            got = q(socket, sql)[0][0]
             bar.update(got - bar.n)
             if got >= want:
                 return
@@ -75,13 +74,13 @@ def run_phase(stack, prod, run: str, n: int, users: int, mix: str, critical_shar
         produce(prod, topic, user.encode(), payload, partition_for(user, partitions))
     prod.flush(60)
     t_pub = time.time() - t0
-    wait_rows(stack.stats_url, run, n, run)
+    wait_rows(stack.loader_socket, run, n, run)
     first_pub = int(t0 * 1000)
-    (last_ms, outcomes), = q(stack.stats_url, f"""
+    (last_ms, outcomes), = q(stack.loader_socket, f"""
         SELECT max(event_ms), groupArray((outcome, c)) FROM (
           SELECT outcome, count() c, max(event_ms) event_ms FROM notiflow.receipts
           WHERE notification_id LIKE '{run}-%' GROUP BY outcome)""")
-    lat = q(stack.stats_url, f"""
+    lat = q(stack.loader_socket, f"""
         SELECT priority, count(), quantile(0.5)(latency_ms), quantile(0.99)(latency_ms)
         FROM notiflow.receipts WHERE notification_id LIKE '{run}-%' AND outcome = 'sent'
         GROUP BY priority ORDER BY priority""")
@@ -173,7 +172,7 @@ def e2e_phases(args, panels: list[Panel]) -> None:
             results.append(run_phase(stack, prod, f"b{mix}", args.requests, args.users, mix,
                                      0.01 if mix == "mixed" else 0.0, args.partitions))
         flow_rss = {f.name: peak_rss_mib(f.pid) for f in flows if f.alive}
-        panels.append(plot_fetch(stack.stats_url, "in-app, push, mixed phases (200k requests "
+        panels.append(plot_fetch(stack.loader_socket, "in-app, push, mixed phases (200k requests "
                                  "each, one after another)", "match(notification_id, '^b')"))
     finally:
         for f in reversed(flows):
@@ -245,7 +244,7 @@ def memory_run(users: int, partitions: int) -> None:
             produce(prod, "notify.requests", user_id(i).encode(), payload, p)
         prod.flush(30)
         sql = "SELECT count() FROM notiflow.receipts WHERE notification_id LIKE 'mem%'"
-        while q(stack.stats_url, sql)[0][0] < partitions:
+        while q(stack.loader_socket, sql)[0][0] < partitions:
             time.sleep(0.5)
         load_s = time.time() - t0
         rss = peak_rss_mib(flows[0].pid)

@@ -24,7 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import redis
 from confluent_kafka import Producer
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from bench.plot import Panel, fetch
 from bench.workload import load_users, make_producer, produce, user_id
+from loader.client import LoaderError, local_sql
 from notiflow.topics import partition_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,10 +43,9 @@ CRITICAL_USERS = 200
 console = Console()
 
 
-def q(stats_url: str, sql: str) -> list[list]:
-    r = httpx.post(f"{stats_url}/query", content=sql, timeout=60)
-    r.raise_for_status()
-    return r.json()["rows"]
+def q(socket: str, sql: str) -> list[list]:
+    """Rows of ``sql`` through the loader's local raw-SQL socket."""
+    return local_sql(socket, sql, timeout=60).rows
 
 
 def follower(i: int) -> str:
@@ -133,8 +132,8 @@ def progress(r: redis.Redis, nid: str) -> dict[str, int]:
     return out
 
 
-def sent_count(stats_url: str, nid: str) -> tuple[int, int]:
-    (n, last), = q(stats_url, f"SELECT count(), max(event_ms) FROM notiflow.receipts "
+def sent_count(socket: str, nid: str) -> tuple[int, int]:
+    (n, last), = q(socket, f"SELECT count(), max(event_ms) FROM notiflow.receipts "
                               f"WHERE notification_id = '{nid}' AND outcome = 'sent'")
     return int(n), int(last or 0)
 
@@ -155,7 +154,7 @@ def fan_out(stack, prod: Producer, r: redis.Redis, nid: str, *, hybrid: bool, ex
             prog = progress(r, nid)
             if expand_s is None and prog["expanded"] >= audience_size:
                 expand_s = time.time() - t0
-            sent, last_ms = sent_count(stack.stats_url, nid)
+            sent, last_ms = sent_count(stack.loader_socket, nid)
             bar.update(sent - bar.n)
             if expand_s is not None and sent >= expect_now:
                 break
@@ -176,7 +175,7 @@ def wait_bootstrap(stack, prod: Producer, partitions: int, timeout: float = 600)
                 request(f"fprobe-{p}", user=user_id(i)), p)
     prod.flush(30)
     sql = "SELECT count() FROM notiflow.receipts WHERE startsWith(notification_id, 'fprobe-')"
-    while q(stack.stats_url, sql)[0][0] < partitions:
+    while q(stack.loader_socket, sql)[0][0] < partitions:
         if time.time() - t0 > timeout:
             raise SystemExit(f"fan-out: flows not bootstrapped after {timeout}s")
         time.sleep(0.5)
@@ -222,22 +221,22 @@ def run(args, panels: list[Panel]) -> dict:
         sql = ("SELECT count() FROM notiflow.receipts WHERE startsWith(notification_id, "
                "'fcrit-') AND channel = 'push'")
         deadline = time.time() + 60
-        while q(stack.stats_url, sql)[0][0] < out["critical_published"] and time.time() < deadline:
+        while q(stack.loader_socket, sql)[0][0] < out["critical_published"] and time.time() < deadline:
             time.sleep(0.5)
         out["runs"] = runs
-        out["critical"] = q(stack.stats_url, """
+        out["critical"] = q(stack.loader_socket, """
             SELECT count(), quantile(0.5)(latency_ms), quantile(0.99)(latency_ms), max(latency_ms)
             FROM notiflow.receipts WHERE startsWith(notification_id, 'fcrit-')
               AND outcome = 'sent'""")[0]
         out["flow_rss_mib"] = {f.name: _peak_rss_mib(f.pid) for f in flows if f.alive}
         try:  # receipts on disk per row (docs/capacity.md sizes ClickHouse from it)
-            out["storage"] = q(stack.stats_url, """
+            out["storage"] = q(stack.loader_socket, """
                 SELECT sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes)
                 FROM system.parts WHERE database = 'notiflow' AND table = 'receipts'
                   AND active""")[0]
-        except httpx.HTTPError:
+        except LoaderError:
             pass
-        panels.append(fetch(stack.stats_url,
+        panels.append(fetch(stack.loader_socket,
                             f"{args.fanout_followers:,}-follower fan-out (in-app, hybrid off, "
                             f"then hybrid with {args.fanout_active:.0%} active) + critical push "
                             f"at {args.critical_rate:g}/s",

@@ -1,12 +1,12 @@
 """Deliveries per second over time, per channel, from the receipts in ClickHouse.
 
 Why from ClickHouse: the receipts are what an operator sees too (`make stats`, the
-dashboard), so the plot shows the same truth, read through the loader's read-only
-``/query``.  A bench phase calls ``fetch`` before its stack stops (each phase has its own
+dashboard), so the plot shows the same truth, read through the loader's local raw-SQL
+socket (``python -m loader.sql``'s path).  A bench phase calls ``fetch`` before its stack stops (each phase has its own
 stack) and keeps the series; ``save`` draws one panel per phase into one PNG
 (docs/bench-deliveries.png).  Agg backend: no display needed.
 
-    python -m bench.plot --stats-url URL [--where SQL] [--out docs/bench-deliveries.png]
+    python -m bench.plot [--socket PATH] [--where SQL] [--out docs/bench-deliveries.png]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from loader.client import Loader, local_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "bench-deliveries.png"
@@ -30,15 +30,13 @@ class Panel:
     series: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
 
-def fetch(stats_url: str, title: str, where: str = "1") -> Panel:
+def fetch(socket: str, title: str, where: str = "1") -> Panel:
     """Delivered receipts per second and channel (``where`` narrows them, e.g. to a run's ids)."""
     outcomes = ",".join(f"'{o}'" for o in DELIVERED)
     sql = (f"SELECT toUnixTimestamp(toStartOfSecond(event_at)) AS s, channel, count() "
            f"FROM notiflow.receipts WHERE outcome IN ({outcomes}) AND ({where}) "
            f"GROUP BY s, channel ORDER BY s")
-    r = httpx.post(f"{stats_url}/query", content=sql, timeout=60)
-    r.raise_for_status()
-    rows = r.json()["rows"]
+    rows = local_sql(socket, sql, timeout=60).rows
     panel = Panel(title)
     if not rows:
         return panel
@@ -80,12 +78,13 @@ def save(panels: list[Panel], out: Path = DEFAULT_OUT) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--stats-url", required=True, help="the loader's URL (var/stack.env STATS_URL)")
+    ap.add_argument("--socket", help="the loader's socket (default: NOTIFLOW_LOADER_SOCKET)")
     ap.add_argument("--where", default="1", help="SQL condition on notiflow.receipts")
     ap.add_argument("--title", default="deliveries per second by channel")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
-    print(save([fetch(args.stats_url, args.title, args.where)], args.out))
+    socket = args.socket or Loader.from_env().socket
+    print(save([fetch(socket, args.title, args.where)], args.out))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def run(args, run_phase: Callable[..., dict], panels: list[Panel]) -> list[dict]
                         f.stop()
             results.append({**r, "processes": procs, "workers": workers})
             time.sleep(1)  # let the loader settle between configurations
-        panels.append(fetch(stack.stats_url, "in-app, one configuration after another: "
+        panels.append(fetch(stack.loader_socket, "in-app, one configuration after another: "
                             + ", ".join(f"{p} proc x {w} worker" for p, w in configs),
                             "match(notification_id, '^s[0-9]+x[0-9]+-')"))
     finally:

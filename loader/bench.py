@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 
+from loader.client import Loader
 from schemas.receipt import Receipt, encode_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,12 +133,14 @@ def bench_end_to_end(rows: int, per_message: int = 500) -> float:
                 producer.poll(0)
             producer.flush(120)
             del producer, admin  # no reconnect noise when the broker stops
+            token = secrets.token_urlsafe(32)
             env = {
                 **os.environ,
                 "PYTHONPATH": str(ROOT),
                 "KAFKA_BROKERS": brokers,
                 "NOTIFLOW_CHDB_PATH": f"{tmp}/chdb",
                 "CLICKHOUSE_URL": "",
+                "NOTIFLOW_LOADER_TOKEN": token,
             }
             procs.append(
                 subprocess.Popen(
@@ -161,7 +165,7 @@ def bench_end_to_end(rows: int, per_message: int = 500) -> float:
                 except OSError:
                     time.sleep(0.02)
             t0 = time.perf_counter()
-            body = _get(f"{url}/flushed?min_rows={rows}&timeout=300")
+            body = Loader(url, token).flushed(300, min_rows=rows)
             elapsed = time.perf_counter() - t0
             assert body["ok"], body
             return rows / elapsed

@@ -8,6 +8,7 @@ SIGTERM and restart on the same folder it resumes from its stored offsets withou
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -369,6 +370,25 @@ def test_loader_refuses_to_start_without_a_token(broker: str, tmp_path: Path) ->
             env=_loader_env(broker, tmp_path / "chdb", token), capture_output=True, text=True,
             timeout=60)
         assert r.returncode == 2 and "NOTIFLOW_LOADER_TOKEN" in r.stderr, r.stderr[-2000:]
+
+
+def test_make_stats_and_the_sql_command_reach_the_loader(stack: Stack) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFLOW_STATS_URL": stack.loader.url,
+           "NOTIFLOW_LOADER_TOKEN": stack.loader.token,
+           "NOTIFLOW_LOADER_SOCKET": stack.loader.socket}
+
+    def run(*args: str, token: str | None = None) -> subprocess.CompletedProcess:
+        e = env if token is None else {**env, "NOTIFLOW_LOADER_TOKEN": token}
+        return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=e,
+                              capture_output=True, text=True, timeout=60)
+
+    r = run("loader.stats")
+    assert r.returncode == 0 and "Receipts by channel and outcome" in r.stdout, r.stdout + r.stderr
+    r = run("loader.stats", token="wrong")
+    assert r.returncode == 1 and "401" in r.stdout, r.stdout + r.stderr
+    r = run("loader.sql", "--json", "SELECT count() AS n FROM notiflow.receipts")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"][0][0] == _count(stack.loader)[0]
 
 
 def test_loader_resumes_after_restart_without_loss(stack: Stack) -> None:
