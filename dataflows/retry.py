@@ -16,8 +16,9 @@ from dataflows.adapters import retry_wait_logic
 from notiflow import logs, metrics
 from notiflow.config import Settings, get_settings
 from notiflow.topics import RETRY, name
-from operators.retry_gate import channel_batch, envelope_or_none, partition_key
+from operators.retry_gate import channel_batch, envelope_or_rejected, is_envelope, partition_key
 from sinks.bytewax_sinks import DeliverySink
+from sinks.rejected import RejectedSink
 
 CHANNELS = ("push", "email", "sms", "inapp")
 
@@ -29,7 +30,10 @@ def build_flow(cfg: Settings | None = None) -> Dataflow:
     flow = Dataflow("notiflow-retry")
     kin = kop.input("in", flow, brokers=cfg.kafka_brokers.split(","),
                     topics=[name(RETRY, cfg.topic_prefix)], tail=True, batch_size=1000)
-    envs = op.filter_map("decode", kin.oks, envelope_or_none)  # RetryEnvelope
+    decoded = op.map("decode", kin.oks, envelope_or_rejected)  # RetryEnvelope | (key, msg)
+    valid = op.branch("valid", decoded, is_envelope)
+    envs = valid.trues  # RetryEnvelope
+    op.output("rejected-out", valid.falses, RejectedSink(cfg))  # bad records, with a reason
     keyed = op.key_on("by-user-partition", envs, partition_key)  # ("r0003", RetryEnvelope)
     due = op.stateful_batch("wait", keyed, retry_wait_logic)  # (key, [RetryEnvelope])
     for ch in CHANNELS:

@@ -17,6 +17,8 @@ RETRIES = Counter("notiflow_retries", "sends put on notify.retry", ["channel", "
 DEAD_LETTERS = Counter("notiflow_dead_letters", "tasks put on notify.dlq", ["channel"])
 MARKERS_UNAVAILABLE = Counter("notiflow_sent_markers_unavailable",
                               "sink batches handled without Redis sent-markers (Redis down)")
+OVERSIZED_DROPPED = Counter("notiflow_oversized_dropped", "records over the producer's message "
+                            "size, logged and not produced", ["topic"])
 BREAKER_STATE = Gauge("notiflow_breaker_state", "circuit breaker: 0 closed, 1 half-open, 2 open",
                       ["provider"])
 

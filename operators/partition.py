@@ -9,7 +9,9 @@ DESIGN.md measured (4x over per-user keyed state).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 import msgspec
 import orjson
@@ -30,11 +32,12 @@ from operators.fanout import (
 )
 from operators.hold_queue import QUIET, SEND_AT, Held, HoldQueue
 from operators.quiet_hours import quiet_end_ms
-from operators.rejects import rejection
+from operators.rejects import rejected_key, rejection
 from operators.routing import DEFAULT_ESCALATION, receipt, route
 from operators.user_state import UserRow, UserState
-from schemas.device import decode_device, device_key, encode_device
+from schemas.device import decode_device, device_key, encode_device, parse_device_key
 from schemas.errors import ValidationFailed
+from schemas.limits import bounded, check_user_id
 from schemas.presence import decode_presence
 from schemas.receipt import Outcome, Receipt
 from schemas.request import NotificationRequest, decode_request, encode_request
@@ -46,6 +49,8 @@ from schemas.subscription import (
     subscription_key,
 )
 from schemas.task import DeliveryTask
+
+log = logging.getLogger(__name__)
 
 REQUEST, SETTINGS, DEVICES, SUBSCRIPTIONS, PRESENCE = 0, 1, 2, 3, 4
 KIND_NAMES = ("requests", "settings", "devices", "subscriptions", "presence")
@@ -84,6 +89,23 @@ class Routed:
     def add_task(self, t: DeliveryTask) -> None:
         getattr(self, t.channel).append(t)
 
+    def mark(self) -> tuple[int, ...]:
+        """Where each list ends now: ``rollback`` drops what a failed record added."""
+        return tuple(len(getattr(self, f)) for f in _LISTS)
+
+    def rollback(self, mark: tuple[int, ...]) -> None:
+        for f, n in zip(_LISTS, mark, strict=True):
+            del getattr(self, f)[n:]
+
+
+_LISTS = tuple(f.name for f in fields(Routed) if f.name != "probe")
+
+
+def internal_error(e: BaseException) -> str:
+    """The reason for a record that made the code raise: the rule is that it is rejected
+    alone (and logged with its traceback), never that it stops the lane."""
+    return bounded(f"internal error: {type(e).__name__}: {e}")
+
 
 class PartitionProcessor:
     """State and logic of one user partition."""
@@ -120,16 +142,24 @@ class PartitionProcessor:
         out = Routed()
         tasks: list[DeliveryTask] = []
         for kind, key, value, offset in records:
-            if kind == REQUEST:
-                self._request(key, value, offset, now_ms, out, tasks)
-            elif kind == SETTINGS:
-                self._settings(key, value, offset, now_ms, out)
-            elif kind == DEVICES:
-                self._device(key, value, offset, now_ms, out)
-            elif kind == SUBSCRIPTIONS:
-                self._subscription(key, value, offset, now_ms, out)
-            else:
-                self._presence(key, value, offset, now_ms, out)
+            mark, ntasks = out.mark(), len(tasks)
+            try:
+                if kind == REQUEST:
+                    self._request(key, value, offset, now_ms, out, tasks)
+                elif kind == SETTINGS:
+                    self._settings(key, value, offset, now_ms, out)
+                elif kind == DEVICES:
+                    self._device(key, value, offset, now_ms, out)
+                elif kind == SUBSCRIPTIONS:
+                    self._subscription(key, value, offset, now_ms, out)
+                else:
+                    self._presence(key, value, offset, now_ms, out)
+            except Exception as e:  # one record's surprise: rejected alone, the batch goes on
+                log.exception("record at %s[%d]@%s raised", KIND_NAMES[kind] if 0 <= kind < 5
+                              else kind, self.partition, offset)
+                out.rollback(mark)
+                del tasks[ntasks:]
+                self._reject(kind, key, value, offset, internal_error(e), now_ms, out)
         for t in tasks:
             out.add_task(t)
         if now_ms - self._swept > 1000:
@@ -302,23 +332,32 @@ class PartitionProcessor:
         active = self.presence.active_since
         tasks: list[DeliveryTask] = []
         for job, users in self.jobs.take(self.fanout_chunk, now_ms):
-            req = job.decoded()
-            if req.expires_at is not None and req.expires_at <= now_ms:
-                job.cursor -= len(users)
-                left = self.jobs.drop(job)
-                out.receipts.append(receipt(
-                    req, "", "", Outcome.EXPIRED, f"expired with {left} audience members not "
-                    f"expanded on partition {self.partition}", now_ms))
-            else:
-                for user in users:
-                    if job.hybrid and not active(user, since_s):
-                        job.deferred += 1
-                        continue
-                    job.routed_now += 1
-                    self._admit(req, user, job.request, now_ms, out, tasks)
+            if not self._guarded(lambda job=job, users=users: self._fanout_chunk(
+                    job, users, since_s, active, now_ms, out, tasks), [job.request], now_ms,
+                    out, tasks):
+                if not job.stopped:
+                    self.jobs.drop(job)  # it would raise again on every chunk
             out.progress.append(job.progress(self.partition))
         for t in tasks:
             out.add_task(t)
+
+    def _fanout_chunk(self, job: FanoutJob, users: list[str], since_s: int,
+                      active: Callable[[str, int], bool], now_ms: int, out: Routed,
+                      tasks: list[DeliveryTask]) -> None:
+        req = job.decoded()
+        if req.expires_at is not None and req.expires_at <= now_ms:
+            job.cursor -= len(users)
+            left = self.jobs.drop(job)
+            out.receipts.append(receipt(
+                req, "", "", Outcome.EXPIRED, f"expired with {left} audience members not "
+                f"expanded on partition {self.partition}", now_ms))
+            return
+        for user in users:
+            if job.hybrid and not active(user, since_s):
+                job.deferred += 1
+                continue
+            job.routed_now += 1
+            self._admit(req, user, job.request, now_ms, out, tasks)
 
     def _expand(self, req: NotificationRequest, out: Routed) -> None:
         """A request for several users becomes one per user, each on that user's partition."""
@@ -331,13 +370,20 @@ class PartitionProcessor:
     # -- settings and devices ----------------------------------------------------------
     def _settings(self, key: bytes | None, value: bytes | None, offset: int, now_ms: int,
                   out: Routed) -> None:
-        if value is None:  # tombstone
-            if key:
-                user = key.decode(errors="replace")
-                self.users.delete_settings(user)
-                self.hold.recheck_user(user, now_ms)
-                if self.lane != "critical":  # one lane keeps the copy
-                    out.settings_copy.append((user, None))
+        if value is None:  # tombstone: the key is the user id
+            try:
+                user = _user_key(key)
+            except ValidationFailed as e:
+                self._reject(SETTINGS, key, value, offset, e.reason, now_ms, out)
+                return
+            p = partition_for(user, self.partitions)
+            if p != self.partition:
+                out.reroute.append((SETTINGS, p, user.encode(), None))
+                return
+            self.users.delete_settings(user)
+            self.hold.recheck_user(user, now_ms)
+            if self.lane != "critical":  # one lane keeps the copy
+                out.settings_copy.append((user, None))
             return
         try:
             s = decode_settings(value)
@@ -356,9 +402,16 @@ class PartitionProcessor:
     def _device(self, key: bytes | None, value: bytes | None, offset: int, now_ms: int,
                 out: Routed) -> None:
         if value is None:  # tombstone, key "user:token_id"
-            if key and b":" in key:
-                user, _, token_id = key.decode(errors="replace").partition(":")
-                self.users.delete_device(user, token_id)
+            try:
+                user, token_id = parse_device_key(key or b"")
+            except ValidationFailed as e:
+                self._reject(DEVICES, key, value, offset, e.reason, now_ms, out)
+                return
+            p = partition_for(user, self.partitions)
+            if p != self.partition:
+                out.reroute.append((DEVICES, p, key, None))  # type: ignore[arg-type]
+                return
+            self.users.delete_device(user, token_id)
             return
         try:
             d = decode_device(value)
@@ -374,8 +427,10 @@ class PartitionProcessor:
     def _subscription(self, key: bytes | None, value: bytes | None, offset: int, now_ms: int,
                       out: Routed) -> None:
         if value is None:  # tombstone = unsubscribe, key "user|target"
-            pair = parse_subscription_key(key) if key else None
-            if pair is None:
+            try:
+                pair = parse_subscription_key(key or b"")
+            except ValidationFailed as e:
+                self._reject(SUBSCRIPTIONS, key, value, offset, e.reason, now_ms, out)
                 return
             p = partition_for(pair[0], self.partitions)
             if p != self.partition:
@@ -426,7 +481,9 @@ class PartitionProcessor:
     def _reject(self, kind: int, key: bytes | None, value: bytes | None, offset: int,
                 reason: str, now_ms: int, out: Routed) -> None:
         topic = self.lane if kind == REQUEST else KIND_NAMES[kind]
-        out.rejected.append((key, rejection(reason, topic, self.partition, offset, value, now_ms)))
+        reason = bounded(reason)
+        out.rejected.append((rejected_key(key),
+                             rejection(reason, topic, self.partition, offset, value, now_ms)))
         if kind == REQUEST:
             nid = _best_effort_id(value)
             out.receipts.append(
@@ -441,16 +498,35 @@ class PartitionProcessor:
         out = Routed()
         tasks: list[DeliveryTask] = []
         for h in self.hold.pop_expired(now_ms):
-            self._expired_while_held(_decode_held(h.value), h, now_ms, out)
+            self._guarded(lambda h=h: self._expired_while_held(_decode_held(h.value), h, now_ms,
+                                                               out), [h.value], now_ms, out, tasks)
         for h in self.hold.pop_due(now_ms):
-            self._release(h, now_ms, out, tasks)
+            self._guarded(lambda h=h: self._release(h, now_ms, out, tasks), [h.value], now_ms,
+                          out, tasks)
         for c in self.bundler.close_due(now_ms):
-            self._send_bundle(c, now_ms, out, tasks)
+            self._guarded(lambda c=c: self._send_bundle(c, now_ms, out, tasks), c.raw, now_ms,
+                          out, tasks)
         for t in tasks:
             out.add_task(t)
         if self.jobs:
             self._fanout_tick(now_ms, out)
         return out
+
+    def _guarded(self, work, values: list[bytes], now_ms: int, out: Routed,
+                 tasks: list[DeliveryTask]) -> bool:
+        """Run one held, bundled or fan-out item's ``work``; if it raises, undo what it
+        added and reject its request(s) instead (offset -1: no longer at a source offset)."""
+        mark, ntasks = out.mark(), len(tasks)
+        try:
+            work()
+            return True
+        except Exception as e:
+            log.exception("held/bundled/fan-out item on partition %d raised", self.partition)
+            out.rollback(mark)
+            del tasks[ntasks:]
+            for v in values:
+                self._reject(REQUEST, None, v, -1, internal_error(e), now_ms, out)
+            return False
 
     def next_wake_ms(self) -> int | None:
         """When ``tick`` has work next (epoch ms), or None."""
@@ -486,6 +562,18 @@ def _decode_held(value: bytes) -> NotificationRequest:
     """A held or bundled request: validated on arrival, so decoded without the checks
     (a lower max_request_bytes after a restart must not reject what was accepted)."""
     return _held_decoder.decode(value)
+
+
+def _user_key(key: bytes | None) -> str:
+    """The user id a tombstone's key names; ValidationFailed when it names none."""
+    if not key:
+        raise ValidationFailed("key: a tombstone needs the user id as its key")
+    try:
+        user = key.decode()
+    except UnicodeDecodeError:
+        raise ValidationFailed("key: not UTF-8") from None
+    check_user_id("key", user)
+    return user
 
 
 def _best_effort_id(value: bytes | None) -> str:

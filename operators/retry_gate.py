@@ -1,26 +1,41 @@
-"""Small pure steps of the retry flow: decode, key, pick one channel's due tasks."""
+"""Small pure steps of the retry flow: decode (or reject), key, pick one channel's due tasks."""
 
 from __future__ import annotations
 
 import logging
+import time
 
-import msgspec
-
-from notiflow.topics import partition_for
-from schemas.retry import RetryEnvelope, decode_envelope
+from notiflow.topics import RETRY, partition_for
+from operators.rejects import rejected_key, rejection
+from schemas.errors import ValidationFailed
+from schemas.limits import bounded
+from schemas.retry import RetryEnvelope, read_envelope
 from schemas.task import DeliveryTask
 
 log = logging.getLogger(__name__)
 PARTITIONS_FOR_KEYS = 64  # spreads waiting retries over workers; not the Kafka count
 
+# (key, message) for notify.rejected
+Rejected = tuple[bytes | None, bytes]
 
-def envelope_or_none(msg) -> RetryEnvelope | None:
-    """A Kafka message's envelope; a broken one is logged and dropped (we wrote it)."""
+
+def envelope_or_rejected(msg) -> RetryEnvelope | Rejected:
+    """A Kafka message's envelope, or what to put on notify.rejected instead: anyone who
+    can write to notify.retry can write anything there, and none of it may stop the flow
+    or vanish without a trace."""
     try:
-        return decode_envelope(msg.value)
-    except (msgspec.DecodeError, TypeError) as e:
-        log.error("undecodable retry envelope at offset %s: %s", getattr(msg, "offset", "?"), e)
-        return None
+        return read_envelope(msg.value)
+    except ValidationFailed as e:
+        reason = e.reason
+    except Exception as e:  # a decoder surprise: this record alone, with the reason
+        log.exception("retry record at offset %s raised", getattr(msg, "offset", "?"))
+        reason = bounded(f"internal error: {type(e).__name__}: {e}")
+    return rejected_key(msg.key), rejection(reason, RETRY, msg.partition, msg.offset,
+                                            msg.value, int(time.time() * 1000))
+
+
+def is_envelope(x: RetryEnvelope | Rejected) -> bool:
+    return isinstance(x, RetryEnvelope)
 
 
 def partition_key(env: RetryEnvelope) -> str:

@@ -17,6 +17,13 @@ from typing import Literal
 import msgspec
 
 from schemas.errors import ValidationFailed, decode_or_reason
+from schemas.limits import (
+    DEVICE_TOKEN_RE,
+    TOKEN_ID_RE,
+    check_pattern,
+    check_size,
+    check_user_id,
+)
 
 Platform = Literal["apns", "fcm"]
 
@@ -35,13 +42,32 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode_device(raw: bytes) -> Device:
+    check_size(raw)
     d = decode_or_reason(_decoder, raw)
     if d.v != 1:
         raise ValidationFailed(f"v: unsupported version {d.v} (this service reads 1)")
     for f in ("user_id", "token_id", "token"):
         if not getattr(d, f):
             raise ValidationFailed(f"{f}: must not be empty")
+    check_user_id("user_id", d.user_id)
+    check_pattern("token_id", d.token_id, TOKEN_ID_RE, "a device name")
+    check_pattern("token", d.token, DEVICE_TOKEN_RE, "a device token")
     return d
+
+
+def parse_device_key(key: bytes) -> tuple[str, str]:
+    """(user id, token id) of a notify.devices key ``user:token_id`` (a tombstone has
+    nothing else); ValidationFailed when it is not one."""
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        raise ValidationFailed("key: not UTF-8") from None
+    user, sep, token_id = text.partition(":")
+    if not sep:
+        raise ValidationFailed("key: must be 'user_id:token_id'")
+    check_user_id("key: user_id", user)
+    check_pattern("key: token_id", token_id, TOKEN_ID_RE, "a device name")
+    return user, token_id
 
 
 def device_key(d: Device) -> bytes:

@@ -1,18 +1,128 @@
-"""Patterns (and limits) the contracts share, in one place: the gateway (422) and the flow
-(rejected) refuse the same things.
+"""The limits every wire contract shares: id formats, string lengths, depth and range of data.
 
-Validate with ``fullmatch``: ``re.match`` with ``$`` lets a trailing newline through
-(``"ipad\\n"``, ``"marketing.weekly\\n"``).  The patterns keep their ``^...$`` anchors for
-the places that search instead (OpenAPI / JSON Schema, FastAPI's ``pattern=``).
+One module owns them so that the gateway (422 naming the field) and the flows (a rejected
+record with the same reason) refuse exactly the same input: both call the decoders in
+schemas/, which call the checks here.  Patterns are anchored ``^...$`` so they also work as
+JSON Schema / pydantic patterns (where ``$`` is the end of the text), and are always applied
+here with ``fullmatch``: Python's ``re.match`` with ``$`` accepts a trailing newline, so
+``"marketing.weekly\\n"`` would pass and then match no opt-out.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
-# a user id anywhere: recipients, the people's API path, a user token's subject
-USER_ID_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
-# a notification type: dotted lower-case names like "social.like"
-TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
-# a device's token id (the name an app gives one of its user's devices)
-TOKEN_ID_RE = re.compile(r"^[A-Za-z0-9._@:+-]{1,128}$")
+from schemas.errors import ValidationFailed
+
+# what a user id may look like everywhere: recipients, settings, devices, the people's API
+USER_ID_PATTERN = r"^[A-Za-z0-9._@+-]{1,128}$"
+USER_ID_RE = re.compile(USER_ID_PATTERN)
+# a device's name within its user (the Kafka key is "user:token_id")
+TOKEN_ID_PATTERN = r"^[A-Za-z0-9._@:+-]{1,128}$"
+TOKEN_ID_RE = re.compile(TOKEN_ID_PATTERN)
+# a provider's device token: APNs hex, FCM [A-Za-z0-9_:-]; never '/', '?', '%' or spaces,
+# because APNs puts it in the request path
+DEVICE_TOKEN_PATTERN = r"^[A-Za-z0-9._:+=~-]{1,1024}$"
+DEVICE_TOKEN_RE = re.compile(DEVICE_TOKEN_PATTERN)
+# a notification type: dotted lower-case names ("social.like"); opt-outs name one or a prefix
+TYPE_PATTERN = r"^[a-z0-9_]+(\.[a-z0-9_]+)*$"
+TYPE_RE = re.compile(TYPE_PATTERN)
+
+MAX_ID_BYTES = 200  # notification ids (escalations append "~sms": sinks/channels.py hashes)
+MAX_TYPE_BYTES = 128
+MAX_TITLE_BYTES = 1024
+MAX_BODY_BYTES = 8192
+MAX_TEMPLATE_BYTES = 256
+MAX_COLLAPSE_KEY_BYTES = 64  # the APNs limit
+MAX_DEDUP_PART_BYTES = 256  # dedup.actor, dedup.object
+MAX_AUDIENCE_ID_BYTES = 200  # a topic name or a followed user id
+MAX_DATA_DEPTH = 16  # containers: {"a": {"b": [1]}} is 3 deep
+MAX_DATA_KEY_BYTES = 256
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what every JSON encoder and ClickHouse take
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: datetime's last day
+# settings, devices, subscriptions and presence records (requests: max_request_bytes)
+MAX_STATE_RECORD_BYTES = 16 * 1024
+MAX_OPT_OUTS = 100
+MAX_EMAIL_BYTES = 254  # RFC 5321 path limit
+MAX_TZ_BYTES = 64
+MAX_LOCALE_BYTES = 35  # BCP 47's longest registered tag
+MAX_REASON_CHARS = 500  # a reason on notify.rejected or in a receipt
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shown(value: object, n: int = 60) -> str:
+    """``repr(value)``, cut to about ``n`` characters: reasons quote input, never all of it."""
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def bounded(text: str, n: int = MAX_REASON_CHARS) -> str:
+    """A reason cut to ``n`` characters (a rejected record must stay small)."""
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def check_size(raw: bytes, max_bytes: int = MAX_STATE_RECORD_BYTES) -> None:
+    """A whole record over ``max_bytes`` is refused before it is parsed."""
+    if len(raw) > max_bytes:
+        raise ValidationFailed(f"payload: {len(raw)} bytes is over the {max_bytes}-byte limit")
+
+
+def check_bytes(field: str, value: str | None, max_bytes: int) -> None:
+    if value is not None and len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
+        raise ValidationFailed(f"{field}: {len(value.encode())} bytes is over the "
+                               f"{max_bytes}-byte limit")
+
+
+def check_name(field: str, value: str, max_bytes: int) -> None:
+    """A non-empty identifier of at most ``max_bytes`` with no control characters (ids go
+    into Redis keys, log lines and newline-separated live feeds)."""
+    if not value:
+        raise ValidationFailed(f"{field}: must not be empty")
+    check_bytes(field, value, max_bytes)
+    if _CONTROL.search(value):
+        raise ValidationFailed(f"{field}: {shown(value)} contains control characters")
+
+
+def check_pattern(field: str, value: str, rx: re.Pattern[str], what: str) -> None:
+    if not rx.fullmatch(value):
+        raise ValidationFailed(f"{field}: {shown(value)} is not {what} "
+                               f"(pattern {rx.pattern})")
+
+
+def check_user_id(field: str, value: str) -> None:
+    if not value:
+        raise ValidationFailed(f"{field}: must not be empty")
+    check_pattern(field, value, USER_ID_RE, "a user id")
+
+
+def check_epoch_ms(field: str, value: int | None) -> None:
+    """Epoch milliseconds in (0, year 9999]: later ones cannot become a datetime (timers)."""
+    if value is None:
+        return
+    if value <= 0:
+        raise ValidationFailed(f"{field}: must be epoch milliseconds > 0")
+    if value > MAX_EPOCH_MS:
+        raise ValidationFailed(f"{field}: must be epoch milliseconds before the year 10000")
+
+
+def check_data(field: str, data: Any) -> None:
+    """At most ``MAX_DATA_DEPTH`` containers deep, integers in int64, keys of bounded size:
+    what every encoder downstream (orjson in the sinks, Redis's cjson, ClickHouse) takes."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, field)]
+    while stack:
+        v, depth, path = stack.pop()
+        if isinstance(v, dict):
+            if depth > MAX_DATA_DEPTH:
+                raise ValidationFailed(f"{path}: nested over {MAX_DATA_DEPTH} levels deep")
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise ValidationFailed(f"{path}: keys must be strings")
+                check_bytes(f"{path}: a key", k, MAX_DATA_KEY_BYTES)
+                stack.append((x, depth + 1, f"{path}.{k[:40]}"))
+        elif isinstance(v, list | tuple):
+            if depth > MAX_DATA_DEPTH:
+                raise ValidationFailed(f"{path}: nested over {MAX_DATA_DEPTH} levels deep")
+            stack.extend((x, depth + 1, f"{path}[{i}]") for i, x in enumerate(v))
+        elif isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
+            raise ValidationFailed(f"{path}: integer out of the 64-bit range")

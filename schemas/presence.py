@@ -15,6 +15,7 @@ from __future__ import annotations
 import msgspec
 
 from schemas.errors import ValidationFailed, decode_or_reason
+from schemas.limits import check_epoch_ms, check_size, check_user_id
 
 
 class Presence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -28,13 +29,12 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode_presence(raw: bytes) -> Presence:
+    check_size(raw)
     p = decode_or_reason(_decoder, raw)
     if p.v != 1:
         raise ValidationFailed(f"v: unsupported version {p.v} (this service reads 1)")
-    if not p.user_id:
-        raise ValidationFailed("user_id: must not be empty")
-    if p.seen_ms <= 0:
-        raise ValidationFailed("seen_ms: must be epoch milliseconds > 0")
+    check_user_id("user_id", p.user_id)
+    check_epoch_ms("seen_ms", p.seen_ms)
     return p
 
 

@@ -22,19 +22,34 @@ Instead of ``recipients`` a request can name an ``audience``, expanded inside th
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import msgspec
 
 from schemas.errors import ValidationFailed, decode_or_reason
+from schemas.limits import (
+    MAX_AUDIENCE_ID_BYTES,
+    MAX_BODY_BYTES,
+    MAX_COLLAPSE_KEY_BYTES,
+    MAX_DEDUP_PART_BYTES,
+    MAX_ID_BYTES,
+    MAX_TEMPLATE_BYTES,
+    MAX_TITLE_BYTES,
+    MAX_TYPE_BYTES,
+    TYPE_RE,
+    check_bytes,
+    check_data,
+    check_epoch_ms,
+    check_name,
+    check_pattern,
+    check_user_id,
+)
 
 Channel = Literal["push", "email", "sms", "inapp"]
 Priority = Literal["critical", "high", "normal", "low"]
 CHANNELS: tuple[str, ...] = ("push", "email", "sms", "inapp")
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
 MAX_RECIPIENTS = 1000
-_TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 
 
 class DedupParts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -99,23 +114,22 @@ def decode_request(raw: bytes, max_bytes: int = 16 * 1024) -> NotificationReques
 
 
 def check_request(req: NotificationRequest) -> None:
-    """Rules the type system cannot say."""
+    """Rules the type system cannot say (schemas/limits.py has the shared limits)."""
     if req.v != 1:
         raise ValidationFailed(f"v: unsupported version {req.v} (this service reads 1)")
-    if not req.id:
-        raise ValidationFailed("id: must not be empty")
-    if not _TYPE_RE.match(req.type):
-        raise ValidationFailed(f"type: {req.type!r} is not a dotted lower-case name like 'social.like'")
+    check_name("id", req.id, MAX_ID_BYTES)
+    check_bytes("type", req.type, MAX_TYPE_BYTES)
+    check_pattern("type", req.type, TYPE_RE, "a dotted lower-case name like 'social.like'")
     if req.audience is not None:
         if req.recipients:
             raise ValidationFailed("recipients: give either recipients or audience, not both")
         a = req.audience
         if a.kind == "all" and a.id:
             raise ValidationFailed("audience.id: must be empty for kind 'all'")
-        if a.kind != "all" and not a.id:
-            raise ValidationFailed(f"audience.id: required for kind {a.kind!r}")
-        if len(a.id.encode()) > 200:
-            raise ValidationFailed("audience.id: at most 200 bytes")
+        if a.kind == "followers":
+            check_user_id("audience.id", a.id)
+        elif a.kind == "topic":
+            check_name("audience.id", a.id, MAX_AUDIENCE_ID_BYTES)
     elif not req.recipients:
         raise ValidationFailed("recipients: must name at least one user id (or give an audience)")
     if len(req.recipients) > MAX_RECIPIENTS:
@@ -125,21 +139,29 @@ def check_request(req: NotificationRequest) -> None:
     for i, r in enumerate(req.recipients):
         if not r:
             raise ValidationFailed(f"recipients[{i}]: must not be empty")
+        check_user_id(f"recipients[{i}]", r)
     if req.channels is not None and not req.channels:
         raise ValidationFailed("channels: must not be empty when given (omit it for all channels)")
     if req.title is None and req.body is None and req.template is None:
         raise ValidationFailed("body: one of title, body or template is required")
-    if req.created_at <= 0:
-        raise ValidationFailed("created_at: must be epoch milliseconds > 0")
+    check_bytes("title", req.title, MAX_TITLE_BYTES)
+    check_bytes("body", req.body, MAX_BODY_BYTES)
+    if req.template is not None:
+        check_name("template", req.template, MAX_TEMPLATE_BYTES)
+    if req.collapse_key is not None:
+        check_bytes("collapse_key", req.collapse_key, MAX_COLLAPSE_KEY_BYTES)
+    if req.dedup is not None:
+        check_bytes("dedup.actor", req.dedup.actor, MAX_DEDUP_PART_BYTES)
+        check_bytes("dedup.object", req.dedup.object, MAX_DEDUP_PART_BYTES)
+    if req.data is not None:
+        check_data("data", req.data)
+    check_epoch_ms("created_at", req.created_at)
+    check_epoch_ms("expires_at", req.expires_at)
+    check_epoch_ms("send_at", req.send_at)
     if req.expires_at is not None and req.expires_at <= req.created_at:
         raise ValidationFailed("expires_at: must be after created_at")
-    if req.send_at is not None:
-        if req.send_at <= 0:
-            raise ValidationFailed("send_at: must be epoch milliseconds > 0")
-        if req.expires_at is not None and req.send_at >= req.expires_at:
-            raise ValidationFailed("send_at: must be before expires_at")
-    if req.collapse_key is not None and len(req.collapse_key.encode()) > 64:
-        raise ValidationFailed("collapse_key: at most 64 bytes (the APNs limit)")
+    if req.send_at is not None and req.expires_at is not None and req.send_at >= req.expires_at:
+        raise ValidationFailed("send_at: must be before expires_at")
 
 
 def encode_request(req: NotificationRequest) -> bytes:

@@ -17,9 +17,15 @@ from __future__ import annotations
 import msgspec
 
 from schemas.errors import ValidationFailed, decode_or_reason
+from schemas.limits import (
+    MAX_AUDIENCE_ID_BYTES,
+    check_name,
+    check_size,
+    check_user_id,
+    shown,
+)
 
 TARGET_KINDS = ("followers", "topic")
-MAX_TARGET_BYTES = 210  # "followers:" + an audience id of at most 200 bytes
 
 
 class Subscription(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -37,20 +43,20 @@ def check_target(target: str) -> str:
     kind, sep, ident = target.partition(":")
     if not sep or kind not in TARGET_KINDS or not ident:
         raise ValidationFailed(
-            f"target: {target[:80]!r} is not 'followers:<user id>' or 'topic:<name>'")
-    if len(target.encode()) > MAX_TARGET_BYTES:
-        raise ValidationFailed(f"target: at most {MAX_TARGET_BYTES} bytes")
+            f"target: {shown(target)} is not 'followers:<user id>' or 'topic:<name>'")
+    if kind == "followers":  # the same rules as a request's audience
+        check_user_id("target", ident)
+    else:
+        check_name("target", ident, MAX_AUDIENCE_ID_BYTES)
     return target
 
 
 def decode_subscription(raw: bytes) -> Subscription:
+    check_size(raw)
     s = decode_or_reason(_decoder, raw)
     if s.v != 1:
         raise ValidationFailed(f"v: unsupported version {s.v} (this service reads 1)")
-    if not s.user_id:
-        raise ValidationFailed("user_id: must not be empty")
-    if "|" in s.user_id:
-        raise ValidationFailed("user_id: must not contain '|' (it separates the Kafka key)")
+    check_user_id("user_id", s.user_id)  # never '|': it separates the Kafka key
     check_target(s.target)
     return s
 
@@ -59,15 +65,18 @@ def subscription_key(user_id: str, target: str) -> bytes:
     return f"{user_id}|{target}".encode()
 
 
-def parse_subscription_key(key: bytes) -> tuple[str, str] | None:
-    """(user id, target) of a key, or None when it is not one (a tombstone's only content)."""
-    user, sep, target = key.decode(errors="replace").partition("|")
-    if not sep or not user:
-        return None
+def parse_subscription_key(key: bytes) -> tuple[str, str]:
+    """(user id, target) of a key (a tombstone's only content); ValidationFailed when it is
+    not one."""
     try:
-        return user, check_target(target)
-    except ValidationFailed:
-        return None
+        text = key.decode()
+    except UnicodeDecodeError:
+        raise ValidationFailed("key: not UTF-8") from None
+    user, sep, target = text.partition("|")
+    if not sep:
+        raise ValidationFailed("key: must be 'user_id|target'")
+    check_user_id("key: user_id", user)
+    return user, check_target(target)
 
 
 def encode_subscription(s: Subscription) -> bytes:

@@ -11,6 +11,35 @@ from typing import Any
 
 import msgspec
 
+from schemas.errors import ValidationFailed
+from schemas.limits import (
+    DEVICE_TOKEN_RE,
+    MAX_BODY_BYTES,
+    MAX_COLLAPSE_KEY_BYTES,
+    MAX_EMAIL_BYTES,
+    MAX_ID_BYTES,
+    MAX_LOCALE_BYTES,
+    MAX_REASON_CHARS,
+    MAX_TEMPLATE_BYTES,
+    MAX_TITLE_BYTES,
+    MAX_TYPE_BYTES,
+    TOKEN_ID_RE,
+    TYPE_RE,
+    check_bytes,
+    check_data,
+    check_epoch_ms,
+    check_name,
+    check_pattern,
+    check_user_id,
+    shown,
+)
+
+# the providers that serve each channel (sinks/ has a module for each)
+PROVIDERS: dict[str, tuple[str, ...]] = {
+    "push": ("apns", "fcm"), "email": ("sendgrid", "ses", "mailgun"),
+    "sms": ("twilio", "vonage"), "inapp": ("redis",)}
+MAX_ATTEMPTS = 10_000  # far over what 24 h of capped backoff makes
+
 
 class DeliveryTask(msgspec.Struct, frozen=True, array_like=True):
     notification_id: str
@@ -50,3 +79,45 @@ def encode_task(t: DeliveryTask) -> bytes:
 
 def decode_task(raw: bytes) -> DeliveryTask:
     return _decoder.decode(raw)
+
+
+def check_task(t: DeliveryTask) -> None:
+    """What the router guarantees of a task, checked again for tasks read back from
+    notify.retry (anyone with access to the topic can write one)."""
+    from schemas.settings import check_quiet_hours
+
+    if t.v != 1:
+        raise ValidationFailed(f"task.v: unsupported version {t.v} (this service reads 1)")
+    check_name("task.notification_id", t.notification_id, MAX_ID_BYTES + 64)
+    check_user_id("task.user_id", t.user_id)
+    check_bytes("task.type", t.type, MAX_TYPE_BYTES)
+    check_pattern("task.type", t.type, TYPE_RE, "a notification type")
+    if t.priority not in ("critical", "high", "normal", "low"):
+        raise ValidationFailed(f"task.priority: {shown(t.priority)} is not a priority")
+    if t.provider not in PROVIDERS.get(t.channel, ()):
+        raise ValidationFailed(f"task.provider: {shown(t.provider)} does not serve channel "
+                               f"{shown(t.channel)}")
+    check_pattern("task.target_id", t.target_id, TOKEN_ID_RE, "a target id")
+    if t.channel == "push":
+        check_pattern("task.address", t.address, DEVICE_TOKEN_RE, "a device token")
+    else:
+        check_bytes("task.address", t.address, MAX_EMAIL_BYTES)
+        check_name("task.address", t.address or "-", MAX_EMAIL_BYTES)
+    check_bytes("task.title", t.title, MAX_TITLE_BYTES)
+    check_bytes("task.body", t.body, MAX_BODY_BYTES)
+    check_bytes("task.template", t.template, MAX_TEMPLATE_BYTES)
+    check_bytes("task.collapse_key", t.collapse_key, MAX_COLLAPSE_KEY_BYTES)
+    check_bytes("task.locale", t.locale, MAX_LOCALE_BYTES)
+    if t.data is not None:
+        check_data("task.data", t.data)
+    check_epoch_ms("task.created_ms", t.created_ms)
+    check_epoch_ms("task.expires_ms", t.expires_ms or None)
+    check_epoch_ms("task.deadline_ms", t.deadline_ms or None)
+    if not 1 <= t.attempt <= MAX_ATTEMPTS:
+        raise ValidationFailed(f"task.attempt: must be 1..{MAX_ATTEMPTS}")
+    if len(t.errors) > MAX_ATTEMPTS:
+        raise ValidationFailed(f"task.errors: over {MAX_ATTEMPTS} lines")
+    for i, e in enumerate(t.errors):
+        check_bytes(f"task.errors[{i}]", e, 4 * MAX_REASON_CHARS)
+    if t.quiet is not None:
+        check_quiet_hours("task.quiet", *t.quiet)

@@ -25,7 +25,7 @@ from sinks.channels import SENDERS, settle
 from sinks.kafka_out import flush, produce, produce_receipts, producer
 from sinks.markers import SentMarkers, marker_key
 from sinks.pull_feed import FanoutRedis
-from sinks.results import SendResult
+from sinks.results import SendResult, isolated
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class _DeliveryPartition(StatelessSinkPartition[list[DeliveryTask]]):
             done += marked
             if self._markers.unavailable != seen:
                 MARKERS_UNAVAILABLE.inc()
-        results = self._sender.send(tasks) if tasks else []
+        # a raise nobody foresaw fails the task that raises, not the batch (or the lane)
+        results = isolated(self._sender.send, tasks, self._channel) if tasks else []
         results += [SendResult(t, "duplicate", "already sent (sent-marker)") for t in done]
         if self._markers is not None:
             self._markers.mark([r.task for r in results if r.status == "sent"])

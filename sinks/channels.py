@@ -7,10 +7,12 @@ into receipts and device deactivations: the part every channel shares.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -20,14 +22,18 @@ from operators.backoff import BackoffPolicy
 from operators.retry_plan import plan_retry
 from operators.routing import DEFAULT_ESCALATION, escalation_channel
 from schemas.device import Device, device_key, encode_device
+from schemas.limits import MAX_ID_BYTES, bounded
 from schemas.receipt import Outcome, Receipt
 from schemas.request import NotificationRequest, encode_request
 from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
+from sinks import results as R
 from sinks.failover import FailoverSender
-from sinks.inapp import PartialWrite
+from sinks.inapp import MAX_ENTRY_BYTES, PartialWrite, entry
 from sinks.rate_limit import ProviderLimits
 from sinks.results import SendResult
+
+log = logging.getLogger(__name__)
 
 
 class Sender(Protocol):
@@ -42,8 +48,27 @@ class InappSender:
         self._w = InappWriter(cfg.redis_url, cfg.inbox_max, cfg.sent_marker_ttl_s, cfg.inapp_live)
 
     def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
+        bad: list[SendResult] = []
+        ok: list[DeliveryTask] = []
+        entries: list[bytes] = []
+        for t in tasks:  # an entry that cannot be built fails alone
+            try:
+                e = entry(t)
+            except Exception as ex:
+                bad.append(R.payload_failed(t, "inapp", ex))
+                continue
+            if len(e) > MAX_ENTRY_BYTES:
+                bad.append(R.failed(t, f"inapp entry {len(e)} bytes > {MAX_ENTRY_BYTES}"))
+                continue
+            ok.append(t)
+            entries.append(e)
+        return bad + self._write(ok, entries)
+
+    def _write(self, tasks: list[DeliveryTask], entries: list[bytes]) -> list[SendResult]:
+        if not tasks:
+            return []
         try:
-            written = self._w.write(tasks)
+            written = self._w.write(tasks, entries)
         except PartialWrite as e:  # the first script calls landed: those are sent
             n = len(e.written)
             return self._results(tasks[:n], e.written) + [
@@ -133,11 +158,20 @@ class Settled:
     escalate: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+def escalation_id(notification_id: str, channel: str) -> str:
+    """``{id}~{channel}``; over the id limit, a stable digest of it (the same each time,
+    so dedup still sees one escalation, and the request still passes validation)."""
+    nid = f"{notification_id}~{channel}"
+    if len(nid.encode()) <= MAX_ID_BYTES:
+        return nid
+    return f"esc-{blake2b(nid.encode(), digest_size=16).hexdigest()}~{channel}"
+
+
 def escalation_request(t: DeliveryTask, channel: str) -> bytes:
     """The same notification as a new critical request for ``channel``; its id names the
     escalation, so several failed devices escalate once (dedup)."""
     return encode_request(NotificationRequest(
-        id=f"{t.notification_id}~{channel}", type=t.type, recipients=[t.user_id],
+        id=escalation_id(t.notification_id, channel), type=t.type, recipients=[t.user_id],
         created_at=t.created_ms, priority="critical", channels=[channel], title=t.title,
         body=t.body, template=t.template, data=t.data, expires_at=t.expires_ms or None))
 
@@ -156,26 +190,37 @@ def settle(results: list[SendResult], now_ms: int, policy: BackoffPolicy,
     ones; push tokens the provider says are gone, to retire on notify.devices."""
     out = Settled()
     for r in results:
-        t = r.task
-        if r.status == "retry":
-            env = plan_retry(t, t.provider, r.reason, r.retry_after, now_ms, policy, rng)
-            if env.dead_reason:
-                out.dead.append(env)
-                _escalate(out, t, escalation)
-                outcome = (Outcome.EXPIRED if env.dead_reason.startswith("expired")
-                           else Outcome.DEAD_LETTERED)
-                out.receipts.append(_receipt(t, outcome, f"{env.dead_reason}: {r.reason}", now_ms))
-            else:
-                out.retry.append(env)
-            continue
-        out.receipts.append(_receipt(t, _OUTCOME.get(r.status, Outcome.FAILED), r.reason, now_ms))
-        if r.status in ("failed", "invalid_target"):
-            _escalate(out, t, escalation)
-        if r.status == "invalid_target" and t.channel == "push":
-            d = Device(user_id=t.user_id, token_id=t.target_id, platform=t.provider,
-                       token=t.address, active=False)
-            out.retire.append((device_key(d), encode_device(d), t.user_id))
+        try:
+            _settle_one(out, r, now_ms, policy, rng, escalation)
+        except Exception as e:  # one result's surprise fails that task alone
+            log.exception("settling %s raised", r.task.notification_id)
+            out.receipts.append(_receipt(r.task, Outcome.FAILED, bounded(
+                f"internal error: {type(e).__name__}: {e} (after {r.status} {r.reason})"),
+                now_ms))
     return out
+
+
+def _settle_one(out: Settled, r: SendResult, now_ms: int, policy: BackoffPolicy,
+                rng: random.Random, escalation: dict[str, list[str]] | None) -> None:
+    t = r.task
+    if r.status == "retry":
+        env = plan_retry(t, t.provider, r.reason, r.retry_after, now_ms, policy, rng)
+        if env.dead_reason:
+            out.dead.append(env)
+            _escalate(out, t, escalation)
+            outcome = (Outcome.EXPIRED if env.dead_reason.startswith("expired")
+                       else Outcome.DEAD_LETTERED)
+            out.receipts.append(_receipt(t, outcome, f"{env.dead_reason}: {r.reason}", now_ms))
+        else:
+            out.retry.append(env)
+        return
+    out.receipts.append(_receipt(t, _OUTCOME.get(r.status, Outcome.FAILED), r.reason, now_ms))
+    if r.status in ("failed", "invalid_target"):
+        _escalate(out, t, escalation)
+    if r.status == "invalid_target" and t.channel == "push":
+        d = Device(user_id=t.user_id, token_id=t.target_id, platform=t.provider,
+                   token=t.address, active=False)
+        out.retire.append((device_key(d), encode_device(d), t.user_id))
 
 
 def _escalate(out: Settled, t: DeliveryTask, chains: dict[str, list[str]] | None) -> None:

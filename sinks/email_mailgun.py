@@ -63,4 +63,5 @@ def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
 
 
 def send(client: httpx.Client, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
-    return [classify(t, http_send.post(client, build_request(t, cfg))) for t in tasks]
+    return http_send.send_each(client, tasks, "mailgun", lambda t: build_request(t, cfg),
+                               classify)

@@ -121,10 +121,18 @@ def send(client: SendGridAPIClient, tasks: list[DeliveryTask], cfg: Settings) ->
     """One mail/send per group; a group's failure never touches another group.  Results
     come back in the order of ``tasks``."""
     out: list = [None] * len(tasks)
-    for idx in _groups(tasks):
-        batch = [tasks[i] for i in idx]
+    ok: list[int] = []
+    for i, t in enumerate(tasks):  # a task whose personalization cannot be built fails alone
+        try:
+            _personalization(t, bool(t.template))
+            ok.append(i)
+        except Exception as e:
+            out[i] = R.payload_failed(t, "sendgrid", e)
+    sendable = [tasks[i] for i in ok]
+    for idx in _groups(sendable):
+        batch = [sendable[i] for i in idx]
         for i, r in zip(idx, send_group(client, batch, cfg), strict=True):
-            out[i] = r
+            out[ok[i]] = r
     return out
 
 

@@ -6,13 +6,32 @@ sink's pure ``classify`` sees every outcome in one shape (the same one the push 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
+from schemas.task import DeliveryTask
+from sinks import results as R
 from sinks.push_transport import HttpReq, HttpResp
 
 
 def make_client(timeout_s: float) -> httpx.Client:
     return httpx.Client(timeout=timeout_s)
+
+
+def send_each(client: httpx.Client, tasks: list[DeliveryTask], provider: str,
+              build: Callable[[DeliveryTask], HttpReq],
+              classify: Callable[[DeliveryTask, HttpResp], R.SendResult]) -> list[R.SendResult]:
+    """One POST per task, in order; a task whose request cannot be built fails alone."""
+    out = []
+    for t in tasks:
+        try:
+            req = build(t)
+        except Exception as e:
+            out.append(R.payload_failed(t, provider, e))
+            continue
+        out.append(classify(t, post(client, req)))
+    return out
 
 
 def post(client: httpx.Client, req: HttpReq) -> HttpResp:

@@ -7,11 +7,18 @@ snapshot says was consumed has reached the broker (at-least-once).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 
-from confluent_kafka import Producer
+import msgspec
+from confluent_kafka import KafkaError, KafkaException, Producer
 
+from notiflow.metrics import OVERSIZED_DROPPED
+from schemas.limits import MAX_REASON_CHARS
 from schemas.receipt import Receipt, encode_rows
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _producers: dict[str, Producer] = {}
@@ -49,26 +56,43 @@ def produce_receipts(prod: Producer, topic: str, rows: list[Receipt], chunk: int
         while len(blob) > MAX_MESSAGE_BYTES and n > 1:
             n //= 2
             blob = encode_rows(rows[i : i + n])
+        if len(blob) > MAX_MESSAGE_BYTES:  # one row alone: its reason is what can be long
+            r = rows[i]
+            blob = encode_rows([msgspec.structs.replace(
+                r, reason=r.reason[:MAX_REASON_CHARS] + " (cut)", target=r.target[:200])])
         _produce(prod, topic, None, blob)
         i += n
 
 
 def _produce(prod: Producer, topic: str, key: bytes | None, value: bytes | None,
-             partition: int | None = None) -> None:
+             partition: int | None = None) -> bool:
+    """Produce one record; False when it is over the producer's message size.  Such a
+    record is logged (size, sha256) and counted, never raised: one record must not stop
+    the sink (every producer of this service bounds what it writes, so this is a bug's
+    or an attacker's record, and raising would replay it forever)."""
     while True:
         try:
             if partition is None:
                 prod.produce(topic, value, key)
             else:
                 prod.produce(topic, value, key, partition=partition)
-            return
+            return True
         except BufferError:  # local queue full: let deliveries drain, then retry
             prod.poll(0.05)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+            size = len(value or b"") + len(key or b"")
+            log.error("record over the message size not produced: topic=%s bytes=%d "
+                      "sha256=%s key=%r", topic, size,
+                      hashlib.sha256(value or b"").hexdigest(), (key or b"")[:100])
+            OVERSIZED_DROPPED.labels(topic).inc()
+            return False
 
 
 def produce(prod: Producer, topic: str, key: bytes | None, value: bytes | None,
-            partition: int | None = None) -> None:
-    _produce(prod, topic, key, value, partition)
+            partition: int | None = None) -> bool:
+    return _produce(prod, topic, key, value, partition)
 
 
 def flush(prod: Producer, timeout_s: float = 30.0) -> None:

@@ -251,8 +251,12 @@ def send_checked(transport: PushTransport, tasks: list, build, classify,
     idx: list[int] = []
     reqs: list[HttpReq] = []
     for i, t in enumerate(tasks):
-        req = build(t)
-        problem = check(t, req)
+        try:
+            req = build(t)
+            problem = check(t, req)
+        except Exception as e:  # this task's payload cannot be built: it fails alone
+            out[i] = R.payload_failed(t, t.provider, e)
+            continue
         if problem is not None:
             out[i] = R.failed(t, problem)
             continue

@@ -13,10 +13,17 @@ switches on ``status`` (receipts, retry topic, token deactivation):
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from schemas.limits import bounded
 from schemas.task import DeliveryTask
+
+log = logging.getLogger(__name__)
+MAX_RETRY_AFTER_S = 86_400.0  # a provider's Retry-After past a day is not believed
 
 Status = Literal["sent", "retry", "failed", "invalid_target", "unsubscribed", "duplicate"]
 
@@ -55,9 +62,35 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        after = float(value)
     except ValueError:
         return None
+    # "inf" or "nan" would overflow the due time (and the retry flow) downstream
+    return min(max(0.0, after), MAX_RETRY_AFTER_S) if math.isfinite(after) else None
+
+
+def payload_failed(t: DeliveryTask, provider: str, e: BaseException) -> SendResult:
+    """A task whose payload could not be built: it fails alone, with the reason."""
+    return failed(t, bounded(f"{provider} payload: {type(e).__name__}: {e}"))
+
+
+def isolated(send: Callable[[list[DeliveryTask]], list[SendResult]], tasks: list[DeliveryTask],
+             what: str) -> list[SendResult]:
+    """``send(tasks)``; should it raise (a bug nobody foresaw), each task is sent alone, so
+    the task that raises gets a ``failed`` result with the reason and the others go out.
+    (A task the first call had already sent may go out twice: better than a stopped lane.)"""
+    try:
+        return send(tasks)
+    except Exception:
+        log.exception("%s: a batch of %d raised; sending each task alone", what, len(tasks))
+    out: list[SendResult] = []
+    for t in tasks:
+        try:
+            out += send([t])
+        except Exception as e:
+            log.exception("%s: task %s raised", what, t.notification_id)
+            out.append(failed(t, bounded(f"{what}: internal error: {type(e).__name__}: {e}")))
+    return out
 
 
 def answered_ok(t: DeliveryTask, resp, provider: str, ref_field: str) -> SendResult | None:

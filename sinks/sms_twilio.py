@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 UNSUBSCRIBED_CODES = frozenset({21610})  # the recipient replied STOP
 RETRY_CODES = frozenset({20429, 21611})  # too many requests; sender queue over 10 h
+MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies (error 21617)
 # everything else is permanent: 21211 invalid To, 21614 not a mobile number, 20003 auth…
 
 
@@ -66,6 +67,9 @@ def classify_error(t: DeliveryTask, e: TwilioRestException) -> R.SendResult:
 
 
 def send_one(client: Client, t: DeliveryTask, cfg: Settings) -> R.SendResult:
+    if len(body_of(t)) > MAX_BODY_CHARS:
+        return R.failed(t, f"twilio: body of {len(body_of(t))} characters is over "
+                           f"{MAX_BODY_CHARS}")
     try:
         m = client.messages.create(to=t.address, from_=cfg.sms_from, body=body_of(t),
                                    status_callback=status_callback(t, cfg))

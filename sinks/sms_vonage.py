@@ -72,4 +72,5 @@ def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
 
 
 def send(client: httpx.Client, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
-    return [classify(t, http_send.post(client, build_request(t, cfg))) for t in tasks]
+    return http_send.send_each(client, tasks, "vonage", lambda t: build_request(t, cfg),
+                               classify)
