@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test test-unit lint bench stats sample replay-dlq user-token fanout-status clean api-key
+.PHONY: install browser run test test-unit lint bench stats sql sample replay-dlq user-token fanout-status clean api-key
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ bench: $(STAMP)
 
 stats: $(STAMP)
 	$(PY) -m loader.stats $(ARGS)
+
+sql: $(STAMP)  # make sql Q="SELECT ..." (or the SQL on stdin): raw read-only SQL, local loader only
+	$(PY) -m loader.sql $(if $(Q),"$(Q)")
 
 sample: $(STAMP)
 	$(PY) -m stack.sample
