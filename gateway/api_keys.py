@@ -338,7 +338,7 @@ async def api_key(request: Request, _b=_security_b, _h=_security_h) -> ApiKey:
 def _redis_url() -> str:
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"]
-    from stack.env import ROOT, read_env_file
+    from notiflow.local_stack import ROOT, read_env_file
 
     env = read_env_file(ROOT)
     if env.get("REDIS_URL"):

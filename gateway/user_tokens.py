@@ -185,7 +185,7 @@ def cli_settings() -> Settings:
     cfg = get_settings()
     if SECRET_ENV in os.environ:
         return cfg
-    from stack.env import ROOT, read_env_file
+    from notiflow.local_stack import ROOT, read_env_file
 
     stack_secret = read_env_file(ROOT).get(SECRET_ENV)
     if stack_secret:

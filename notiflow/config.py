@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # (processes x workers <= partitions: one Kafka partition feeds one worker)
     flow_processes: int = 1
     flow_workers: int = 1
+    # `make run` restarts a dead flow lane (after 1 s, 2 s, 4 s ... at most 30 s) until it
+    # has died more than this many times in runner_restart_window_s: then it stops the stack
+    runner_max_restarts: int = 10
+    runner_restart_window_s: float = 300.0
 
     # --- audiences / fan-out (operators/fanout.py, sinks/pull_feed.py) --------------------
     fanout_chunk: int = 2000  # audience members expanded per partition per tick

@@ -13,17 +13,25 @@ moves notify.receipts into ClickHouse).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+import redis.asyncio as aioredis
 
 from gateway.user_tokens import SECRET_ENV
 from notiflow.config import Settings
+from notiflow.local_stack import ENV_FILE, ROOT
+from notiflow.local_stack import read_env_file as read_env_file  # tools import it from here
 from stack.services import (
     Service,
+    folder_holders,
     start_flow,
     start_gateway,
     start_kafka,
@@ -33,8 +41,7 @@ from stack.services import (
 )
 from stack.topics import create_topics
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = "stack.env"
+T = TypeVar("T")
 PROVIDER_URL_VARS = ("NOTIFLOW_APNS_URL", "NOTIFLOW_FCM_URL", "NOTIFLOW_SENDGRID_URL",
                      "NOTIFLOW_TWILIO_URL", "NOTIFLOW_SES_URL", "NOTIFLOW_MAILGUN_URL",
                      "NOTIFLOW_VONAGE_URL")
@@ -51,10 +58,13 @@ class Stack:
     services: list[Service] = field(default_factory=list)
     clickhouse_url: str = ""
     gateway_url: str = ""
-    dev_api_key: str = ""  # made by start_stack(with_gateway=True): scopes "*" and admin
+    # scopes *, admin, broadcast; only in a Redis the stack started; stop() revokes it
+    dev_api_key: str = ""
     loader_token: str = ""  # the loader's clients send it (loader/client.py)
     loader_socket: str = ""  # the loader's raw-SQL unix socket, for the local user
     user_token_secret: str = ""  # signs people's tokens: the gateway's, `make user-token`'s
+    # start_flow's arguments per lane, as start_stack gave them: a restart repeats them
+    lanes: dict[str, dict] = field(default_factory=dict)
 
     @property
     def env_file(self) -> Path:
@@ -89,25 +99,53 @@ class Stack:
         return e
 
     def write_env_file(self, path: Path | None = None) -> Path:
-        """KEY=VALUE lines for tools started later; SANDBOX_URL/STATS_URL are short aliases."""
+        """KEY=VALUE lines for tools started later; SANDBOX_URL/STATS_URL are short aliases.
+        Readable by the owner only (mode 0600 from its creation): it holds the stack's
+        secrets and its dev key."""
         path = Path(path or self.env_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = {**self.vars(), "SANDBOX_URL": self.sandbox_url, "STATS_URL": self.stats_url}
         if self.dev_api_key:  # local stack only: the key `make run` printed
             lines["GATEWAY_DEV_API_KEY"] = self.dev_api_key
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        tmp.unlink(missing_ok=True)  # O_EXCL: never write into a file someone else made
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in lines.items()))
         tmp.replace(path)
         return path
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
 
+    def lane(self, lane: str) -> list[Service]:
+        """The running processes of one flow lane."""
+        return [s for s in self.services if s.lane == lane]
+
+    def start_lane(self, lane: str) -> list[Service]:
+        """Start one lane's processes the way start_stack did (again, after stop_lane: it
+        resumes from its recovery folder)."""
+        started = start_flow(lane, self.env(), **self.lanes[lane])
+        self.services += started
+        return started
+
+    def stop_lane(self, lane: str) -> None:
+        """Stop every process of one lane: a Bytewax process cannot rejoin its cluster alone."""
+        for s in reversed(self.lane(lane)):
+            self.services.remove(s)
+            s.stop()
+
     def stop(self) -> None:
-        """Stop every part in reverse start order and remove the env file."""
+        """Revoke the dev key, stop every part in reverse start order, remove the env file.
+        Never prints: a runner whose output is gone must still get here and finish."""
         with contextlib.suppress(OSError):
             self.env_file.unlink(missing_ok=True)
         errors = []
+        if self.dev_api_key:
+            try:
+                revoke_dev_api_key(self.redis_url, self.dev_api_key)
+            except Exception as e:  # noqa: BLE001 (stop the parts anyway)
+                errors.append(f"revoking the dev API key: {e}")
+            self.dev_api_key = ""
         while self.services:
             s = self.services.pop()
             try:
@@ -118,19 +156,6 @@ class Stack:
             raise RuntimeError("while stopping: " + "; ".join(errors))
 
 
-def read_env_file(root: Path = ROOT) -> dict[str, str]:
-    """A running stack's variables from ``<root>/var/stack.env`` (empty if none runs)."""
-    path = Path(root) / "var" / ENV_FILE
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        k, sep, v = line.partition("=")
-        if sep and k.strip():
-            out[k.strip()] = v.strip()
-    return out
-
-
 def new_secret() -> str:
     """A fresh secret for one stack (32 random bytes, URL-safe): every stack makes its own,
     so no secret that signs or authenticates anything is ever a known default."""
@@ -139,36 +164,55 @@ def new_secret() -> str:
 
 def create_dev_api_key(redis_url: str) -> str:
     """An API key for local use (every type, plus admin and broadcast), made the way
-    producers' are."""
-    import asyncio
-
-    import redis.asyncio as aioredis
-
+    producers' are.  Only ever in a Redis the stack started itself (start_stack): one it
+    did not start may be someone's real one, where nobody should find an all-powerful key."""
     from gateway.api_keys import create_key
 
-    async def make() -> str:
-        r = aioredis.from_url(redis_url)
+    async def make(r: aioredis.Redis) -> str:
+        cfg = Settings()
+        return await create_key(r, "dev", ["*", "admin", "broadcast"], cfg.gateway_default_rate,
+                                cfg.gateway_default_burst)
+
+    return _with_redis(redis_url, make)
+
+
+def revoke_dev_api_key(redis_url: str, key: str) -> bool:
+    """Revoke the dev key when its stack stops: True if it was still there."""
+    from gateway.api_keys import revoke_plaintext
+
+    return _with_redis(redis_url, lambda r: revoke_plaintext(r, key))
+
+
+def _with_redis(redis_url: str, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def run() -> T:
+        r = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            cfg = Settings()
-            return await create_key(r, "dev", ["*", "admin", "broadcast"], cfg.gateway_default_rate,
-                                    cfg.gateway_default_burst)
+            return await call(r)
         finally:
             await r.aclose()
 
-    return asyncio.run(make())
+    return asyncio.run(run())
 
 
 def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: bool = True,
                 main_processes: int = 1, workers: int = 1, snapshot_s: float = 5,
                 settings: Settings | None = None, with_gateway: bool = False) -> Stack:
     """Kafka, Redis, topics, the sandbox and the loader, (``with_gateway``) the HTTP
-    gateway with a dev API key (spool in ``<workdir>/spool``), then (``with_flows``) the main,
-    critical and retry lanes.  Logs go to ``<workdir>/logs``, chDB to ``<workdir>/chdb``,
-    recovery to ``<workdir>/recovery/<lane>``; ``<workdir>/stack.env`` is written at the
-    end.  On any failure everything started so far is stopped."""
+    gateway (spool in ``<workdir>/spool``; a dev API key if the stack started its own Redis),
+    then (``with_flows``) the main, critical and retry lanes.  Logs go to ``<workdir>/logs``,
+    chDB to ``<workdir>/chdb``, recovery to ``<workdir>/recovery/<lane>``;
+    ``<workdir>/stack.env`` is written at the end.  On any failure everything started so
+    far is stopped.  A chDB folder another process holds is refused before anything starts,
+    naming that process (chDB's own error does not)."""
     workdir = Path(workdir or Path(root) / "var")
     logs = workdir / "logs"
     settings = settings or Settings()
+    if not os.environ.get("CLICKHOUSE_URL") and (held := folder_holders(workdir / "chdb")):
+        raise RuntimeError(
+            f"the chDB folder {workdir / 'chdb'} is in use by "
+            + ", ".join(f"pid {pid} ({cmd})" for pid, cmd in held.items())
+            + ": another stack or loader runs on it; stop that process (kill PID) or give "
+            "this stack another --workdir")
     stack = Stack(brokers=os.environ.get("KAFKA_BROKERS", ""),
                   redis_url=os.environ.get("REDIS_URL", ""),
                   clickhouse_url=os.environ.get("CLICKHOUSE_URL", ""),
@@ -183,7 +227,8 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
             # offsets and state would not match this one
             shutil.rmtree(workdir / "recovery", ignore_errors=True)
         create_topics(stack.brokers, settings)
-        if not stack.redis_url:
+        own_redis = not stack.redis_url
+        if own_redis:
             stack.services.append(start_redis(logs))
             stack.redis_url = stack.services[-1].url
         if not stack.clickhouse_url:
@@ -195,16 +240,17 @@ def start_stack(root: Path = ROOT, *, workdir: Path | None = None, with_flows: b
         stack.services.append(start_loader(stack.env(), logs))
         stack.stats_url = stack.services[-1].url
         if with_gateway:
-            stack.dev_api_key = create_dev_api_key(stack.redis_url)
+            if own_redis:
+                stack.dev_api_key = create_dev_api_key(stack.redis_url)
             genv = {**stack.env(), "NOTIFLOW_GATEWAY_SPOOL_DIR": str(workdir / "spool")}
             stack.services.append(start_gateway(genv, logs))
             stack.gateway_url = stack.services[-1].url
         if with_flows:
             for lane, procs in (("main", main_processes), ("critical", 1), ("retry", 1)):
-                stack.services += start_flow(
-                    lane, stack.env(), processes=procs, workers=workers,
-                    recovery_dir=workdir / "recovery" / lane, snapshot_s=snapshot_s,
-                    log_dir=logs)
+                stack.lanes[lane] = {"processes": procs, "workers": workers,
+                                     "recovery_dir": workdir / "recovery" / lane,
+                                     "snapshot_s": snapshot_s, "log_dir": logs}
+                stack.start_lane(lane)
         stack.write_env_file()
         return stack
     except BaseException:

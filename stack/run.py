@@ -1,30 +1,64 @@
 """`make run`: the whole local stack in the foreground until Ctrl-C.
 
-Starts Kafka (Tansu), Redis, the provider sandbox, the loader (chDB), the topics, then the
-main, critical and retry flows; prints what runs where; and watches them.  Ctrl-C or
-SIGTERM stops everything in reverse order; a child that dies on its own is named with its
-log tail and the rest is stopped (exit status 1), since a half-running pipeline would only
-hide the failure.
+Starts Kafka (Tansu), Redis, the provider sandbox, the loader (chDB), the topics, the
+gateway, then the main, critical and retry flows; prints what runs where; and watches them.
 
-    python -m stack.run [--main-processes N] [--workers N] [--snapshot-s S]
+A flow lane that dies is restarted as a whole (all its processes: Bytewax processes of one
+cluster cannot rejoin alone), resuming from its last snapshot, after a backoff of 1 s, 2 s,
+4 s ... (at most 30 s), with its log tail printed; a lane that dies more than
+NOTIFLOW_RUNNER_MAX_RESTARTS times in NOTIFLOW_RUNNER_RESTART_WINDOW_S, or any other part
+that dies, stops everything (exit status 1): a half-running pipeline would only hide it.
+
+Ctrl-C, SIGTERM or SIGHUP (a closed terminal) stop everything in reverse order.  Stopping
+never depends on the output: the runner stops its parts first and prints after, and a
+closed pipe or terminal only silences it.  Should the runner itself be killed (kill -9),
+its parts die with it (stack/services.py).
+
+    python -m stack.run [--main-processes N] [--workers N] [--snapshot-s S] [--no-flows]
     (defaults: NOTIFLOW_FLOW_PROCESSES, NOTIFLOW_FLOW_WORKERS; both 1)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from notiflow.config import Settings
 from stack.env import ROOT, Stack, start_stack
+from stack.restarts import RestartPolicy
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs/CI: no folding
+
+
+def _silence() -> None:
+    """The output is gone (closed pipe, hung-up terminal): send the rest to /dev/null, so
+    that no later write, nor the interpreter's last flush, fails again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def guarded(call: Callable[..., Any], *args: Any, **kw: Any) -> None:
+    """Run an output call; if the output is gone, silence it and go on."""
+    try:
+        call(*args, **kw)
+    except (OSError, ValueError):  # BrokenPipeError, EIO, a closed file
+        _silence()
+
+
+def say(*objects: Any, **kw: Any) -> None:
+    guarded(console.print, *objects, **kw)
 
 
 class _Stop(Exception):
@@ -49,6 +83,78 @@ def table(stack: Stack) -> Table:
     return t
 
 
+def welcome(stack: Stack) -> None:
+    say(table(stack))
+    env_file = stack.env_file
+    say(f"Stack variables and secrets (mode 0600): "
+        f"{env_file.relative_to(ROOT) if env_file.is_relative_to(ROOT) else env_file}")
+    if stack.gateway_url:
+        say(f"HTTP gateway: {stack.gateway_url}  (API docs {stack.gateway_url}/docs)")
+        if stack.dev_api_key:
+            say(f"Dev API key (scopes *, admin, broadcast; revoked when this stops): "
+                f"[bold]{stack.dev_api_key}[/]\n"
+                f"  curl -s {stack.gateway_url}/v1/notifications -H 'Authorization: Bearer "
+                f"{stack.dev_api_key}' -d '{{\"type\":\"social.like\",\"recipients\":"
+                f"[\"sample-user\"],\"title\":\"hi\"}}'\n"
+                f"Dashboard: {stack.gateway_url}/dashboard  (paste the dev API key into the "
+                f"page)", soft_wrap=True)
+        else:
+            say("No dev API key: this Redis was not started by the stack, so none is made "
+                "in it; make one with [bold]make api-key NAME=...[/]")
+    say("Send a sample notification:  [bold]make sample[/]    "
+        "Receipts:  [bold]make stats[/]    Stop: Ctrl-C")
+
+
+class Supervisor:
+    """Watches the stack's parts: restarts a dead flow lane under its RestartPolicy; any
+    other part dying, or a lane out of restarts, ends the run (``check`` returns 1)."""
+
+    def __init__(self, stack: Stack, policy: Callable[[], RestartPolicy],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stack = stack
+        self.policies = {lane: policy() for lane in stack.lanes}
+        self.due: dict[str, float] = {}  # lane -> when to start it again
+        self.clock = clock
+
+    def check(self) -> int | None:
+        """One look at every part: None while the run goes on, else its exit status."""
+        dead = [s for s in self.stack.services if not s.alive]
+        for s in dead:
+            say(f"[red]{s.name} exited unexpectedly with {s.returncode}[/] "
+                f"(log {s.log_path}):\n{s.log_tail()}")
+        if any(not s.lane for s in dead):
+            return 1
+        for lane in dict.fromkeys(s.lane for s in dead):
+            self.stack.stop_lane(lane)  # its other processes cannot go on alone
+            if not self._schedule(lane):
+                return 1
+        for lane, when in list(self.due.items()):
+            if self.clock() >= when:
+                del self.due[lane]
+                try:
+                    started = self.stack.start_lane(lane)
+                except Exception as e:  # noqa: BLE001 (died while starting: another death)
+                    say(f"[red]lane {lane} failed to start again:[/] {e}")
+                    if not self._schedule(lane):
+                        return 1
+                    continue
+                say(f"lane {lane} restarted: "
+                    + ", ".join(f"{s.name} pid {s.pid}" for s in started))
+        return None
+
+    def _schedule(self, lane: str) -> bool:
+        p = self.policies[lane]
+        delay = p.died()
+        if delay is None:
+            say(f"[red]lane {lane} died {p.recent_deaths()} times in {p.window_s:g} s: "
+                f"not restarting it again; stopping everything[/]")
+            return False
+        say(f"restarting lane {lane} in {delay:g} s ({p.recent_deaths()} death(s) in "
+            f"{p.window_s:g} s, at most {p.max_restarts})")
+        self.due[lane] = self.clock() + delay
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     cfg = Settings()
@@ -59,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot-s", type=float, default=5, help="recovery snapshot interval")
     ap.add_argument("--workdir", type=Path, default=ROOT / "var",
                     help="logs, recovery, spool, chDB and stack.env (default var/)")
+    ap.add_argument("--no-flows", action="store_true",
+                    help="every part but the flows (the gateway and loader alone)")
     args = ap.parse_args(argv)
     if args.main_processes * args.workers > cfg.partitions:
         ap.error(f"{args.main_processes} process(es) x {args.workers} worker(s) > "
@@ -72,53 +180,49 @@ def main(argv: list[str] | None = None) -> int:
         if state["starting"]:
             raise _Stop(signal.Signals(signum).name)
 
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed pipe is an error to ignore
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
+    status = console.status("starting Kafka (Tansu), Redis, provider sandbox, loader (chDB), "
+                            "topics, gateway, flows...")
+    guarded(status.start)
     try:
-        with console.status("starting Kafka (Tansu), Redis, provider sandbox, loader (chDB), "
-                            "topics, gateway, flows..."):
-            stack = start_stack(ROOT, workdir=args.workdir, with_flows=True, with_gateway=True,
-                                main_processes=args.main_processes, workers=args.workers,
-                                snapshot_s=args.snapshot_s)
-    except _Stop as e:
-        console.print(f"{e}: stopped while starting.")
+        stack = start_stack(ROOT, workdir=args.workdir, with_flows=not args.no_flows,
+                            with_gateway=True, main_processes=args.main_processes,
+                            workers=args.workers, snapshot_s=args.snapshot_s)
+    except _Stop as e:  # start_stack stopped what it had started
+        guarded(status.stop)
+        say(f"{e}: stopped while starting.")
         return 130
     except Exception as e:  # noqa: BLE001 (say what failed; start_stack cleaned up)
-        console.print(f"[red]could not start the stack:[/] {e}")
+        guarded(status.stop)
+        say(f"[red]could not start the stack:[/] {e}")
         return 1
-    state["starting"] = False
-
-    console.print(table(stack))
-    env_file = stack.env_file
-    console.print(f"Stack variables: "
-                  f"{env_file.relative_to(ROOT) if env_file.is_relative_to(ROOT) else env_file}")
-    if stack.gateway_url:
-        console.print(f"HTTP gateway: {stack.gateway_url}  (API docs {stack.gateway_url}/docs)\n"
-                      f"Dev API key (scopes *, admin, broadcast): [bold]{stack.dev_api_key}[/]\n"
-                      f"  curl -s {stack.gateway_url}/v1/notifications -H 'Authorization: Bearer "
-                      f"{stack.dev_api_key}' -d '{{\"type\":\"social.like\",\"recipients\":"
-                      f"[\"sample-user\"],\"title\":\"hi\"}}'\n"
-                      f"Dashboard: {stack.gateway_url}/dashboard?key={stack.dev_api_key}",
-                      soft_wrap=True)
-    console.print("Send a sample notification:  [bold]make sample[/]    "
-                  "Receipts:  [bold]make stats[/]    Stop: Ctrl-C")
     rc = 0
     try:
+        state["starting"] = False
+        guarded(status.stop)
+        welcome(stack)
+        supervisor = Supervisor(stack, lambda: RestartPolicy(
+            cfg.runner_max_restarts, cfg.runner_restart_window_s))
         while not state["stop"]:
-            dead = [s for s in stack.services if not s.alive]
-            if dead:
-                for s in dead:
-                    console.print(f"[red]{s.name} exited unexpectedly with {s.returncode}[/] "
-                                  f"(log {s.log_path}):\n{s.log_tail()}")
-                rc = 1
+            if (rc := supervisor.check() or 0):
                 break
             time.sleep(0.5)
+    except _Stop:  # a signal between start_stack's return and the flag: stop as asked
+        pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut teardown
-        console.print("stopping...")
-        stack.stop()
-        console.print("stopped.")
+        # nothing may cut the teardown short: further signals are ignored, and nothing is
+        # printed before the parts are stopped (a closed pipe or terminal cannot stop it)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            stack.stop()
+        except Exception as e:  # noqa: BLE001 (report it; everything else was stopped)
+            say(f"[red]{e}[/]")
+            rc = 1
+        say("stopped.")
     return rc
 
 

@@ -6,23 +6,111 @@ redis-server, the sandbox, the loader, Bytewax flows), several stacks may run si
 down, grandchildren included.  A ``Service`` writes its output to ``<log_dir>/<name>.log``
 (default ``var/logs``); ``stop()`` sends SIGTERM to the group, then SIGKILL after a grace
 period; ``kill9()`` crashes it for the fault tests.  Both are idempotent.
+
+No part outlives the process that started it, however that process ends (a crash, kill
+-9, a closed terminal): each part started from the main thread dies with it
+(PR_SET_PDEATHSIG, Linux), and one watchdog process per starter (stack/watchdog.py) kills
+every group still running once the starter is gone, grandchildren included.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from notiflow.local_stack import ROOT
+
 LANES = ("main", "critical", "retry")
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when the thread that forked it ends (so
+    only for Popen calls from the main thread), and gives up if that already happened."""
+    def preexec() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
+            os._exit(1)
+    return preexec
+
+
+class _Watchdog:
+    """This process's watchdog (stack/watchdog.py): told of every group started and stopped,
+    it kills those still listed when this process is gone.  Started on first use, again if
+    it died (with every group still listed); a forked child starts afresh with its own."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+        self._proc: subprocess.Popen | None = None
+
+    def add(self, pgid: int) -> None:
+        self._send("+", pgid)
+
+    def discard(self, pgid: int) -> None:
+        self._send("-", pgid)
+
+    def _send(self, op: str, pgid: int) -> None:
+        with self._lock:
+            (self._groups.add if op == "+" else self._groups.discard)(pgid)
+            if not self._groups and self._proc is None:
+                return
+            with contextlib.suppress(OSError, ValueError):  # it died: the next call restarts it
+                if self._proc is None or self._proc.poll() is not None:
+                    self._proc = subprocess.Popen(
+                        _py("-m", "stack.watchdog"), stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        start_new_session=True, cwd=ROOT)
+                    lines = [f"+ {g}\n" for g in self._groups]
+                else:
+                    lines = [f"{op} {pgid}\n"]
+                assert self._proc.stdin is not None
+                self._proc.stdin.write("".join(lines).encode())
+                self._proc.stdin.flush()
+
+
+_watchdog = _Watchdog()
+# a forked child's groups are not its parent's, nor is the parent's watchdog its own
+os.register_at_fork(after_in_child=_watchdog.reset)
+
+
+def folder_holders(folder: Path) -> dict[int, str]:
+    """Processes (pid: command line) with a file open under ``folder``, from /proc (Linux;
+    only the processes this user may inspect).  Empty when the folder is free."""
+    base = os.path.realpath(folder)
+
+    def opened(pid: str) -> list[str]:
+        out = []
+        with contextlib.suppress(OSError):  # gone, or not ours
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):  # closed meanwhile
+                    out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        return out
+
+    found: dict[int, str] = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+        if any(t == base or t.startswith(base + os.sep) for t in opened(pid)):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found[int(pid)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                found[int(pid)] = "?"
+    return {pid: cmd.strip() for pid, cmd in found.items()}
 
 
 def free_port() -> int:
@@ -49,6 +137,7 @@ class Service:
         self.url = url
         self.log_path = Path(log_dir or ROOT / "var" / "logs") / f"{name}.log"
         self.proc: subprocess.Popen | None = None
+        self.lane = ""  # a flow's lane ("main", ...); empty for other parts
         self._log_start = 0  # where this run's output starts in the (appended) log
 
     @property
@@ -79,9 +168,12 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._log_start = log.tell()
+            main = threading.current_thread() is threading.main_thread()
             self.proc = subprocess.Popen(
                 self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT,
+                preexec_fn=_die_with_parent(os.getpid()) if main and _libc else None)
+        _watchdog.add(self.proc.pid)  # its own session: its pid is its group's id
 
         def is_ready() -> bool:
             if line is not None and line not in self.output():
@@ -126,6 +218,7 @@ class Service:
                 self.proc.wait(10)
         # the leader is gone; leftovers of its group (if any) go too, no grace
         self._signal_group(signal.SIGKILL)
+        _watchdog.discard(self.proc.pid)
         return self.proc.returncode
 
     def kill9(self) -> None:
@@ -135,6 +228,7 @@ class Service:
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+        _watchdog.discard(self.proc.pid)
 
     def output(self) -> str:
         """What this run has written so far."""
@@ -287,6 +381,7 @@ def start_flow(lane: str, env: dict[str, str], *, processes: int = 1, workers: i
             mport = free_port()
             svc = Service(f"flow-{lane}-{i}", argv, env={**env, "NOTIFLOW_METRICS_PORT": str(mport)},
                           log_dir=log_dir, url=f"http://127.0.0.1:{mport}/metrics")
+            svc.lane = lane
             out.append(svc.start(lambda: True))  # spawned; the settle check is below
         t0 = time.monotonic()
         while time.monotonic() - t0 < settle_s:

@@ -200,3 +200,34 @@ def test_stack_fixture_runs_every_part(stack, kafka_producer):
                            on_delivery=lambda err, msg: delivered.append(err))
     kafka_producer.flush(10)
     assert delivered == [None]
+
+
+def test_dev_key_only_in_a_redis_the_stack_started_and_revoked_on_stop(kafka, tmp_path,
+                                                                       monkeypatch):
+    import redis
+
+    from gateway.api_keys import KEYS_HASH, hash_key
+    from stack.env import create_dev_api_key, start_stack
+
+    ext = start_redis(tmp_path / "ext")  # someone else's Redis, as far as the stack knows
+    try:
+        with redis.Redis.from_url(ext.url) as r:
+            # a stack in it: a gateway, but no dev key (nobody's key in someone's Redis)
+            monkeypatch.setenv("KAFKA_BROKERS", kafka.url)
+            monkeypatch.setenv("REDIS_URL", ext.url)
+            monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
+            st = start_stack(workdir=tmp_path / "w", with_flows=False, with_gateway=True)
+            try:
+                assert st.gateway_url and st.dev_api_key == ""
+                assert r.hlen(KEYS_HASH) == 0
+                assert "GATEWAY_DEV_API_KEY" not in st.env_file.read_text()
+            finally:
+                st.stop()
+            # a stack's dev key (as made in its own Redis) is revoked by its stop()
+            key = create_dev_api_key(ext.url)
+            assert r.hexists(KEYS_HASH, hash_key(key))
+            Stack(brokers=kafka.url, redis_url=ext.url, dev_api_key=key,
+                  workdir=tmp_path / "w").stop()
+            assert not r.hexists(KEYS_HASH, hash_key(key))
+    finally:
+        ext.stop()
