@@ -47,7 +47,7 @@ def no_env_secret(monkeypatch, tmp_path):
     """No secret in the environment, and a fake repo root whose var/stack.env we write."""
     monkeypatch.delenv(SECRET_ENV, raising=False)
     monkeypatch.delenv("NOTIFLOW_DEV_MODE", raising=False)
-    monkeypatch.setattr("stack.env.ROOT", tmp_path)
+    monkeypatch.setattr("notiflow.local_stack.ROOT", tmp_path)
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
