@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from notiflow.config import Settings, get_settings
+from notiflow.local_stack import read_env_file
 
 TIMEOUT_S = 30.0
 
@@ -53,8 +54,6 @@ class Loader:
 
     @classmethod
     def from_env(cls, url: str | None = None) -> Loader:
-        from stack.env import read_env_file  # lazily: only command-line tools read the file
-
         env, cfg = read_env_file(), get_settings()
 
         def pick(name: str, default: str) -> str:
