@@ -209,7 +209,7 @@ def test_all_audience_pushes_the_active_and_stores_one_entry(stack, flow, produc
                 r.zrem("nf:pull:all", m)
 
 
-SECRET = "e2e-fanout-token-secret"
+SECRET = "e2e-fanout-token-secret-at-least-32-bytes"  # the gateway refuses shorter
 
 
 @pytest.fixture(scope="module")
