@@ -9,7 +9,7 @@ running ``make run``'s var/stack.env, else the settings' defaults.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ class Loader:
     """Where the loader is and the token it wants."""
 
     url: str
-    token: str
+    token: str = field(repr=False)  # a repr may end up in a log
     socket: str = ""
 
     @classmethod
