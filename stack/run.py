@@ -37,8 +37,6 @@ from notiflow.config import Settings
 from stack.env import ROOT, Stack, start_stack
 from stack.restarts import RestartPolicy
 
-console = Console(width=None if sys.stdout.isatty() else 160)  # logs/CI: no folding
-
 
 def _silence() -> None:
     """The output is gone (closed pipe, hung-up terminal): send the rest to /dev/null, so
@@ -47,6 +45,16 @@ def _silence() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits (SystemExit 1) on a broken pipe: the runner only goes quiet."""
+        self.quiet = True
+        _silence()
+
+
+console = _Console(width=None if sys.stdout.isatty() else 160)  # logs/CI: no folding
 
 
 def guarded(call: Callable[..., Any], *args: Any, **kw: Any) -> None:
