@@ -143,6 +143,8 @@ class Stack:
         if self.dev_api_key:
             try:
                 revoke_dev_api_key(self.redis_url, self.dev_api_key)
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                pass  # its Redis (the stack's own, never persisted) is gone, and the key too
             except Exception as e:  # noqa: BLE001 (stop the parts anyway)
                 errors.append(f"revoking the dev API key: {e}")
             self.dev_api_key = ""

@@ -202,14 +202,14 @@ def test_stack_fixture_runs_every_part(stack, kafka_producer):
     assert delivered == [None]
 
 
-def test_dev_key_only_in_a_redis_the_stack_started_and_revoked_on_stop(kafka, tmp_path,
-                                                                       monkeypatch):
+def test_dev_key_only_in_a_redis_the_stack_started_and_revoked_on_stop(tmp_path, monkeypatch):
     import redis
 
     from gateway.api_keys import KEYS_HASH, hash_key
     from stack.env import create_dev_api_key, start_stack
 
-    ext = start_redis(tmp_path / "ext")  # someone else's Redis, as far as the stack knows
+    # someone else's Kafka and Redis, as far as the stack knows
+    ext, kafka = start_redis(tmp_path / "ext"), start_kafka(tmp_path / "ext")
     try:
         with redis.Redis.from_url(ext.url) as r:
             # a stack in it: a gateway, but no dev key (nobody's key in someone's Redis)
@@ -231,3 +231,4 @@ def test_dev_key_only_in_a_redis_the_stack_started_and_revoked_on_stop(kafka, tm
             assert not r.hexists(KEYS_HASH, hash_key(key))
     finally:
         ext.stop()
+        kafka.stop()

@@ -251,3 +251,12 @@ def test_gateway_never_imports_the_runner():
                          text=True, timeout=60, env={**os.environ, "REDIS_URL": ""})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_stop_with_a_dev_key_whose_redis_is_already_gone_stops_quietly(tmp_path):
+    from stack.services import free_port
+
+    st = Stack(brokers="", redis_url=f"redis://127.0.0.1:{free_port()}/0", workdir=tmp_path,
+               dev_api_key="nfk_" + "x" * 40)
+    st.stop()  # nobody listens there: the key went with its Redis, nothing to report
+    assert st.dev_api_key == ""
