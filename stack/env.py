@@ -5,6 +5,11 @@ sandbox and receipts store, and tools started later (`make sample`, `make stats`
 them.  ``Stack.env()`` is that environment; ``<workdir>/stack.env`` (``var/stack.env`` for
 `make run`) is the same as KEY=VALUE lines, present only while the stack runs.
 
+Secrets: each stack makes its own (``new_secret``): the people's token secret
+(``NOTIFLOW_USER_TOKEN_SECRET``, unless the environment sets one) and the loader's token.
+They are in ``stack.env``, which only its owner may read (mode 0600), with the dev API key
+that a stack makes only in a Redis it started itself and revokes when it stops.
+
 A part whose address is already in the environment is used as it is and not started:
 ``KAFKA_BROKERS`` (no Tansu), ``REDIS_URL`` (no redis-server), ``CLICKHOUSE_URL`` (the
 loader writes to that server instead of a chDB folder; it still runs, since it is what
