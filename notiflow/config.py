@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     pull_max: int = 500  # pull-on-read entries kept per audience (newest)
     pull_ttl_s: int = 7 * 24 * 3600  # ... and for at most this long
     fanout_status_ttl_s: int = 7 * 24 * 3600  # nf:fanout:{id} progress hashes kept this long
+    # fan-out / settings-copy writes wait this long for Redis (the lane waits), then the lane dies
+    fanout_redis_wait_s: float = 120.0
 
     # --- quiet hours, send_at, bundling (operators/hold_queue.py, operators/bundler.py) ---
     hold_max_per_partition: int = 1_000_000  # held requests per partition; more: failed receipt

@@ -169,7 +169,8 @@ class _RoutedPartition(StatelessSinkPartition[Routed]):
         # fan-out jobs, progress, pull-on-read entries, follows mirror (connects lazily)
         self._fanout = FanoutRedis(cfg.redis_url, pull_max=cfg.pull_max,
                                    pull_ttl_s=cfg.pull_ttl_s,
-                                   status_ttl_s=cfg.fanout_status_ttl_s)
+                                   status_ttl_s=cfg.fanout_status_ttl_s,
+                                   wait_s=cfg.fanout_redis_wait_s)
         self._acks = ProbeAcks(cfg.redis_url)
 
     def write_batch(self, items: list[Routed]) -> None:

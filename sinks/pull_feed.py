@@ -64,12 +64,12 @@ class FanoutRedis:
     """Writes what the partitions decided about fan-outs, one pipeline per sink batch."""
 
     def __init__(self, url: str, *, pull_max: int, pull_ttl_s: int, status_ttl_s: int,
-                 attempts: int = 5) -> None:
+                 wait_s: float = 120.0) -> None:
         self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._pull_max = pull_max
         self._pull_ttl_s = pull_ttl_s
         self._status_ttl_s = status_ttl_s
-        self._attempts = attempts
+        self._wait_s = wait_s
 
     def write(self, pull: list[tuple[str, bytes, int]], jobs: list[tuple[str, dict[str, str]]],
               progress: list[Progress], follows: list[tuple[str, str, int]],
@@ -106,17 +106,23 @@ class FanoutRedis:
         self._execute(p)
 
     def _execute(self, p: redis.client.Pipeline) -> None:
-        """Retry a while, then raise: the flow restarts from its snapshot and replays these
-        (every write above is idempotent), rather than lose a pull entry."""
-        for i in range(self._attempts):
+        """Retry for ``wait_s``, then raise: the flow restarts from its snapshot and replays
+        these (every write above is idempotent), rather than lose a pull entry.  The wait is
+        time, not a count of attempts: a Redis restart or failover takes seconds, and a lane
+        that dies for it stops every channel until something restarts it."""
+        deadline = time.monotonic() + self._wait_s
+        i = 0
+        while True:
             try:
                 p.execute()
                 return
             except redis.RedisError as e:
-                if i == self._attempts - 1:
+                if time.monotonic() >= deadline:
                     raise
-                log.warning("fan-out writes to Redis failed (%s); retry %d", e, i + 1)
-                time.sleep(0.2 * 2 ** i)
+                i += 1
+                log.warning("fan-out writes to Redis failed (%s); retry %d", e, i)
+                time.sleep(min(0.2 * 2 ** min(i - 1, 4), 2.0,
+                               max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:
         self._r.close()
