@@ -39,6 +39,15 @@ class Flows:
             s.kill9()
         self.services = [s for s in self.services if s.alive]
 
+    def dead(self) -> list[str]:
+        """Flow processes that died on their own (a lane nobody restarts here)."""
+        return [s.name for s in self.services if not s.alive]
+
+    def log_count(self, lane: str, text: str) -> int:
+        """Lines of the lane's logs containing ``text``."""
+        return sum(s.log_path.read_text(errors="replace").count(text) for s in self.lane(lane)
+                   if s.log_path.exists())
+
     def stop(self, lane: str | None = None) -> None:
         for s in list(self.services):
             if lane is None or s.name.startswith(f"flow-{lane}-"):
