@@ -23,7 +23,9 @@ Rules (``CrashLoop.start`` applies them when a source partition starts):
   from S hands it to the rejected topic ("crashed the flow 4 times") instead of processing
   it.  Two careful deaths on one record, not one, so that kills by an operator (or a fault
   test) that happen to land in a careful run never skip a good record.
-* A start from other positions (a snapshot got past S) forgets all of it.
+* A start from positions past the furthest the dead runs reached (a snapshot got past
+  everything they read) forgets all of it.  A start from positions moved forward but not
+  that far (a careful run snapshots as it goes) is the same loop, one step on.
 
 Careful runs are slow (a round trip per record), so they stop at the furthest position the
 dead runs reached; after that the run is normal again.
@@ -85,6 +87,11 @@ class LoopState:
                    skip=[_rid(s) for s in d.get("skip") or []])
 
 
+def reached(pos: Positions, high: Positions) -> bool:
+    """Are positions ``pos`` at or past ``high`` for every topic in it?"""
+    return all(pos.get(k, 0) >= o for k, o in high.items())
+
+
 class LoopStore(Protocol):
     """Where a LoopState outlives the process (notiflow/crash_loop_store.py: Redis)."""
 
@@ -117,7 +124,7 @@ class CrashLoop:
             return
         d = self._store.load()
         st = LoopState.from_json(d) if d else None
-        if st is None or st.resume != resume:
+        if st is None or (st.resume != resume and reached(resume, st.high)):
             st = LoopState(resume=dict(resume))
         elif st.emitted:
             st.deaths += 1
@@ -131,6 +138,7 @@ class CrashLoop:
                     self.convicted = r
             elif careful_death:
                 st.strikes = {}
+        st.resume = dict(resume)
         st.emitted = False
         st.suspect = None
         self.state = st
@@ -180,6 +188,10 @@ class CrashLoop:
 
     def skipped(self, rec: RecordId) -> bool:
         return rec in self.state.skip
+
+    def past_careful_range(self, emitted: Positions) -> bool:
+        """Has this run handed on everything the dead runs had read?"""
+        return reached(emitted, self.state.high)
 
     def finish_careful(self) -> None:
         """Past the furthest position the dead runs reached: normal batches again."""

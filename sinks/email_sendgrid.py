@@ -1,6 +1,6 @@
 """SendGrid v3 mail/send through the ``sendgrid`` library: same-content emails batched.
 
-One request carries up to 1,000 personalizations (DESIGN.md: batch same-template emails),
+One request carries up to 1,000 personalizations (same-template emails batched),
 so tasks with the same template (or the same subject and body) and locale go out
 together, each personalization tagged with ``custom_args.nid`` so events map back to the
 notification.  A request's answer applies to all of its personalizations.

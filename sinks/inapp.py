@@ -1,7 +1,7 @@
 """In-app delivery to Redis: inbox list (bounded), unread badge, live pub/sub feed.
 
-One server-side script call per ``SCRIPT_ITEMS`` of a batch (DESIGN.md: per-item round
-trips cost ~15 µs).
+One server-side script call per ``SCRIPT_ITEMS`` of a batch (a round trip per item
+would cost ~15 µs each).
 Inside Redis 6.2 each ``redis.call`` costs ~2 µs, so the script makes as few as it can:
 an idempotent sent-marker (a replay after a crash writes nothing twice), LPUSH (LTRIM only
 when the inbox is over its bound), INCR, and the live publish.

@@ -1,7 +1,7 @@
 """One small interface for the push hot path, two implementations.
 
-DESIGN.md measured client CPU per request: httpx over HTTP/2 ~750 µs, libcurl (pycurl)
-with HTTP/2 multiplexing ~15 µs.  ``CurlTransport`` sends a whole batch multiplexed on one
+Measured client CPU per request (BENCHMARKS.md, push transports): httpx over HTTP/2
+~700 µs, libcurl (pycurl) with HTTP/2 multiplexing ~15-30 µs.  ``CurlTransport`` sends a whole batch multiplexed on one
 connection per host and returns every status; ``HttpxTransport`` is the simple reference
 (``make bench`` shows both).  Neither is thread-safe: one per sink partition (both refuse
 to be called from a second thread).

@@ -1,6 +1,6 @@
 """Twilio Messages through the ``twilio`` library (9.x).
 
-SMS is rate-bound by the provider (a US long code sends 1 segment/s; DESIGN.md), so SDK
+SMS is rate-bound by the provider (a US long code sends 1 segment/s), so SDK
 overhead does not matter and requests go one by one; one task's failure never stops the
 others.  The notification id rides on StatusCallback (``?nid=``) so delivery callbacks can
 be matched.  Pointing the library at the sandbox: ``client.api.base_url`` (the Api domain

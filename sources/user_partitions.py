@@ -2,7 +2,7 @@
 
 The stock ``bytewax.connectors.kafka.KafkaSource`` treats every topic-partition on its
 own, so nothing stops requests[p] from being decided before settings[p] was read
-(a request decided on default settings: the cold-start bug DESIGN.md forbids).  This
+(a request decided on default settings: the cold-start bug the README's "Cold start" rules out).  This
 source is built the same way (``assign()``, no consumer groups, offsets kept in Bytewax
 recovery snapshots) but one source partition p owns requests[p] and the *control* topics'
 partition p: settings and devices, and on the bulk lane subscriptions and presence (the
@@ -104,8 +104,8 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
                           self._loop.state.deaths)
             self._loop_store.set_careful(_now_ms() + CAREFUL_LEASE_MS if self._loop.careful
                                          else 0)
+            self._loop_store.drop_stale_turn()
             if self._loop.careful:
-                self._loop_store.drop_stale_turn()
                 log.warning("partition %d: the flow died %d times in a row from %s: records "
                             "up to %s go one at a time", p, self._loop.state.deaths,
                             self._next, self._loop.state.high)
@@ -169,6 +169,8 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
                 return []
             self._loop_store.end_turn(self._probe)
             self._probe = None
+        if loop.past_careful_range(self._emitted):
+            return self._end_careful()
         if now >= self._lease_ms - CAREFUL_LEASE_MS // 2:  # still careful: say so again
             self._lease_ms = now + CAREFUL_LEASE_MS
             self._loop_store.set_careful(self._lease_ms)
@@ -179,14 +181,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
         rec = self._queue[0]
         rid = (rec[0], rec[3])
         if not loop.in_careful_range(rid):
-            loop.finish_careful()
-            self._loop_store.set_careful(0)
-            log.info("partition %d: past %s, where the flow died: batches again", self._p,
-                     loop.state.high)
-            records = list(self._queue)
-            self._queue.clear()
-            self._emitted = dict(self._next)
-            return [(self._key, Batch(self._p, records))]
+            return self._end_careful()
         probe = probe_key(self._lane, self._p, self._run, rid[0], rid[1])
         if not self._loop_store.take_turn(probe, loop.blame_window_ms):
             self._waiting_turn = True
@@ -202,6 +197,18 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             skip = (f"crashed the flow {loop.state.deaths} times: skipped by the crash-loop breaker "
                     f"(lane {self._lane}, partition {self._p}, offset {rec[3]})")
         return [(self._key, Batch(self._p, [rec], self._probe, skip))]
+
+    def _end_careful(self) -> list[Item]:
+        """Past where the flow died: batches again, starting with what is queued."""
+        assert self._loop is not None and self._loop_store is not None
+        self._loop.finish_careful()
+        self._loop_store.set_careful(0)
+        log.info("partition %d: past %s, where the flow died: batches again", self._p,
+                 self._loop.state.high)
+        records = list(self._queue)
+        self._queue.clear()
+        self._emitted = dict(self._next)
+        return [(self._key, Batch(self._p, records))] if records else []
 
     def _read(self) -> list[Record]:
         """One poll: control records, and the requests that may go after them."""

@@ -129,14 +129,38 @@ def test_death_long_after_the_record_left_is_not_pinned_on_it():
     assert loop.convicted is None and not loop.skipped((0, 100))
 
 
-def test_a_snapshot_past_the_position_forgets_everything():
+def test_a_snapshot_past_everything_the_dead_runs_read_forgets_everything():
     store = MemStore()
-    die_normally(store)
+    die_normally(store)  # read up to {0: 150, 1: 7}
     die_normally(store)
     careful = run(store)
     careful.leaving((0, 101), 1_000)
-    loop = run(store, resume={0: 102, 1: 7})  # the careful run snapshotted past it
+    loop = run(store, resume={0: 150, 1: 7})  # the careful run snapshotted past all of it
     assert loop.state.deaths == 0 and not loop.careful and loop.state.skip == []
+
+
+def test_a_careful_run_that_snapshots_up_to_the_poison_is_still_the_same_loop():
+    store = MemStore()
+    die_normally(store)  # read up to {0: 150, 1: 7}
+    die_normally(store)
+    careful = run(store, now=5_000)
+    for o in range(100, 131):  # one at a time; snapshots commit the first 30 of them
+        careful.leaving((0, o), 5_000 + o)
+    moved = {0: 130, 1: 7}
+    again = run(store, resume=moved, now=6_000)  # died with 130 in flight: death 3
+    assert again.state.deaths == 3 and again.careful and again.state.resume == moved
+    again.leaving((0, 130), 6_000)
+    loop = run(store, resume=moved, now=7_000)  # death 4, the same record in flight
+    assert loop.convicted == (0, 130)
+
+
+def test_careful_range_ends_where_the_dead_runs_stopped_reading():
+    store = MemStore()
+    die_normally(store, {0: 102, 1: 7})
+    die_normally(store, {0: 102, 1: 7})
+    loop = run(store)
+    assert not loop.past_careful_range({0: 101, 1: 7})
+    assert loop.past_careful_range({0: 102, 1: 7})  # nothing more need go alone
 
 
 def test_careful_run_that_gets_past_the_range_ends_careful_mode():
