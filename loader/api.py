@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import math
 import os
+import re
 import socketserver
 import stat
 import threading
@@ -44,6 +46,10 @@ log = logging.getLogger("loader.api")
 MAX_BODY_BYTES = 1 << 20
 MAX_WAIT_S = 300.0
 MIN_TOKEN_CHARS = 32
+# What a number from the network may look like: ASCII digits only. int() and float() also take
+# "²"-like digits of other scripts (or raise on them), "1_0", spaces, "nan" and "inf".
+_UINT = re.compile(r"[0-9]{1,10}")
+_DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{1,10})?([eE][-+]?[0-9]{1,3})?")
 
 
 def _default(obj: Any) -> Any:
@@ -86,7 +92,8 @@ class _Base(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(411, {"error": "Content-Length required"})
             return None
-        if not raw.strip().isdigit():  # also refuses "-1", which read() would take as "all"
+        raw = raw.strip()
+        if not _UINT.fullmatch(raw):  # also refuses "-1", which read() would take as "all"
             self.close_connection = True
             self._send(400, {"error": f"bad Content-Length {raw[:40]!r}"})
             return None
@@ -180,12 +187,18 @@ class _Handler(_Base):
         self._run(named.sql, params)
 
     def _flushed(self, qs: dict[str, str]) -> None:
-        try:
-            timeout = min(float(qs.get("timeout", "30")), MAX_WAIT_S)
-            min_rows = int(qs["min_rows"]) if "min_rows" in qs else None
-        except ValueError:
-            self._send(400, {"error": "min_rows must be an int and timeout a number"})
+        raw_timeout = qs.get("timeout", "30")
+        timeout = float(raw_timeout) if _DECIMAL.fullmatch(raw_timeout) else math.nan
+        if not math.isfinite(timeout):  # nan would make wait_for spin a core forever
+            self._send(422, {"error": f"timeout must be seconds in [0, {MAX_WAIT_S:g}]",
+                             "field": "timeout"})
             return
+        timeout = min(timeout, MAX_WAIT_S)
+        raw_rows = qs.get("min_rows")
+        if raw_rows is not None and not _UINT.fullmatch(raw_rows):
+            self._send(422, {"error": "min_rows must be a whole number", "field": "min_rows"})
+            return
+        min_rows = int(raw_rows) if raw_rows is not None else None
         asked = time.monotonic()
         p = self.progress
 
