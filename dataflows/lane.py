@@ -58,7 +58,8 @@ def build_flow(lane: str, cfg: Settings | None = None) -> Dataflow:
                                 subscriptions_topic=name(SUBSCRIPTIONS, t) if fanout else None,
                                 presence_topic=name(PRESENCE, t) if fanout else None,
                                 crash_loop=CrashLoopConfig(
-                                    cfg.redis_url, lane, cfg.crash_loop_limit,
+                                    cfg.redis_url, lane, cfg.crash_loop_scope or t,
+                                    cfg.crash_loop_limit,
                                     int(cfg.crash_loop_blame_window_s * 1000)))
     raw = op.input("in", flow, src)  # ("p0003", (3, [(kind, key, value, offset)]))
     keyed = op.stateful_batch("route", raw, partition_logic(cfg, lane))  # (pkey, Routed)

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # this many times in a row is skipped to notify.rejected (0: off)
     crash_loop_limit: int = 3
     crash_loop_blame_window_s: float = 10.0  # a death later than this after it left: not its fault
+    # which flow the breaker's Redis keys belong to: one value per lane deployment (its
+    # recovery store); empty = the topic prefix.  `make run` and the tests pass the
+    # recovery folder, so stacks and tests sharing a Redis never read each other's
+    crash_loop_scope: str = ""
     # fault injection for tests only: the lane process exits hard (like a segfault) when a
     # record's value contains this marker; empty (the default) means never
     fault_crash_marker: str = ""

@@ -1,14 +1,16 @@
 """Where the crash-loop breaker (operators/crash_loop.py) keeps what must outlive a crash.
 
-Redis keys (this module owns them):
+Redis keys (this module owns them); ``{scope}`` is a short hash of the flow's identity
+(``NOTIFLOW_CRASH_LOOP_SCOPE``, by default the topic prefix), so two deployments or test
+stacks on one Redis never read each other's:
 
-* ``nf:crashloop:{lane}:{p}``: the breaker's state of one source partition (JSON), 7 days.
-* ``nf:crashloop:{lane}:careful``: HASH partition -> until (ms) of the lane's careful
+* ``nf:crashloop:{scope}:{lane}:{p}``: the breaker's state of one source partition (JSON), 7 days.
+* ``nf:crashloop:{scope}:{lane}:careful``: HASH partition -> until (ms) of the lane's careful
   partitions.  While it has a live entry the lane's other partitions pause, so the record in
   flight is the only one being processed anywhere in the lane when a process dies.
-* ``nf:crashloop:{lane}:turn``: which careful record is in flight (SET NX, expires with the
+* ``nf:crashloop:{scope}:{lane}:turn``: which careful record is in flight (SET NX, expires with the
   blame window): careful partitions of one lane take turns.
-* ``nf:crashloop:{lane}:{p}:probe:{run}:{kind}:{offset}``: HASH of one record sent alone by a
+* ``nf:crashloop:{scope}:{lane}:{p}:probe:{run}:{kind}:{offset}``: HASH of one record sent alone by a
   careful run.  The routed-out sink writes ``expect`` (the sinks that get work from it) and
   every sink writes its own name once it has written the record's output; the source sends
   the next record when all have.  ``run`` is per process start, so a rerun never reads an
@@ -20,6 +22,7 @@ stop because its crash-loop memory is gone.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import orjson
@@ -32,20 +35,25 @@ PROBE_TTL_S = 3600
 ROUTED = "routed"  # the routed-out sink's part name in a probe
 
 
-def state_key(lane: str, p: int) -> str:
-    return f"nf:crashloop:{lane}:{p}"
+def scoped(scope: str, lane: str) -> str:
+    """The lane's key prefix within its deployment: ``nf:crashloop:{hash}:{lane}``."""
+    return f"nf:crashloop:{hashlib.sha256(scope.encode()).hexdigest()[:12]}:{lane}"
 
 
-def probe_key(lane: str, p: int, run: str, kind: int, offset: int) -> str:
-    return f"{state_key(lane, p)}:probe:{run}:{kind}:{offset}"
+def state_key(prefix: str, p: int) -> str:
+    return f"{prefix}:{p}"
 
 
-def careful_key(lane: str) -> str:
-    return f"nf:crashloop:{lane}:careful"
+def probe_key(prefix: str, p: int, run: str, kind: int, offset: int) -> str:
+    return f"{state_key(prefix, p)}:probe:{run}:{kind}:{offset}"
 
 
-def turn_key(lane: str) -> str:
-    return f"nf:crashloop:{lane}:turn"
+def careful_key(prefix: str) -> str:
+    return f"{prefix}:careful"
+
+
+def turn_key(prefix: str) -> str:
+    return f"{prefix}:turn"
 
 
 def _client(url: str) -> redis.Redis:
@@ -55,11 +63,12 @@ def _client(url: str) -> redis.Redis:
 class RedisLoopStore:
     """``LoopStore`` of one (lane, partition)."""
 
-    def __init__(self, url: str, lane: str, p: int) -> None:
+    def __init__(self, url: str, prefix: str, p: int) -> None:
+        """``prefix`` = ``scoped(scope, lane)``."""
         self._r = _client(url)
-        self._key = state_key(lane, p)
-        self._careful = careful_key(lane)
-        self._turn = turn_key(lane)
+        self._key = state_key(prefix, p)
+        self._careful = careful_key(prefix)
+        self._turn = turn_key(prefix)
         self._p = str(p)
         self._warned = False
         self._look_at = 0.0  # monotonic s: when others_careful asks Redis again

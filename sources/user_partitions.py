@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from notiflow.crash_loop_store import RedisLoopStore, probe_key
+from notiflow.crash_loop_store import RedisLoopStore, probe_key, scoped
 from notiflow.metrics import QUEUE_LAG
 from operators.crash_loop import CrashLoop
 from operators.partition import DEVICES, PRESENCE, REQUEST, SETTINGS, SUBSCRIPTIONS, Record
@@ -57,6 +57,7 @@ Item = tuple[str, Batch]
 class CrashLoopConfig:
     redis_url: str
     lane: str
+    scope: str  # the lane deployment's identity (NOTIFLOW_CRASH_LOOP_SCOPE)
     limit: int = 3
     blame_window_ms: int = 10_000
 
@@ -94,7 +95,8 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
         self._waiting_turn = False
         if crash_loop is not None and crash_loop.limit > 0:
             self._lane = crash_loop.lane
-            self._loop_store = RedisLoopStore(crash_loop.redis_url, crash_loop.lane, p)
+            self._prefix = scoped(crash_loop.scope, crash_loop.lane)
+            self._loop_store = RedisLoopStore(crash_loop.redis_url, self._prefix, p)
             self._loop = CrashLoop(self._loop_store, crash_loop.limit,
                                    crash_loop.blame_window_ms)
             self._loop.start(dict(self._next), _now_ms())
@@ -182,7 +184,7 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
         rid = (rec[0], rec[3])
         if not loop.in_careful_range(rid):
             return self._end_careful()
-        probe = probe_key(self._lane, self._p, self._run, rid[0], rid[1])
+        probe = probe_key(self._prefix, self._p, self._run, rid[0], rid[1])
         if not self._loop_store.take_turn(probe, loop.blame_window_ms):
             self._waiting_turn = True
             return []  # another careful partition's record is in flight

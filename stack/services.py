@@ -379,7 +379,12 @@ def start_flow(lane: str, env: dict[str, str], *, processes: int = 1, workers: i
         for i in range(processes):
             argv = base + (["-i", str(i), "-a", addrs] if processes > 1 else [])
             mport = free_port()
-            svc = Service(f"flow-{lane}-{i}", argv, env={**env, "NOTIFLOW_METRICS_PORT": str(mport)},
+            # the crash-loop breaker's memory belongs to this recovery store: another one
+            # (another test, another stack on the same Redis) is another flow
+            scope = {"NOTIFLOW_CRASH_LOOP_SCOPE": env.get("NOTIFLOW_CRASH_LOOP_SCOPE")
+                     or str(Path(recovery_dir).resolve())}
+            svc = Service(f"flow-{lane}-{i}", argv,
+                          env={**env, **scope, "NOTIFLOW_METRICS_PORT": str(mport)},
                           log_dir=log_dir, url=f"http://127.0.0.1:{mport}/metrics")
             svc.lane = lane
             out.append(svc.start(lambda: True))  # spawned; the settle check is below
