@@ -219,6 +219,13 @@ class Store:
             raise QueryError("one statement per query")
         try:
             res = self._reader.query(sql, parameters=params)
+            if not res.column_names and not res.result_rows and self.backend == "chdb":
+                # chDB answers an empty result without its header; a client still wants
+                # the columns (a server sends them)
+                desc = self._reader.query(f"DESCRIBE ({sql.strip().rstrip(';')})",
+                                          parameters=params).result_rows
+                return QueryResult(columns=[d[0] for d in desc], types=[d[1] for d in desc],
+                                   rows=[])
             return QueryResult(
                 columns=list(res.column_names),
                 types=[t.name for t in res.column_types],

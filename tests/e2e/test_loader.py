@@ -331,6 +331,9 @@ def test_named_queries_need_the_token_and_checked_params(stack: Stack) -> None:
         assert r.status_code == 422 and r.json()["field"] == field, (params, r.text)
     assert loader.post({"name": "dash_latency", "params": [5]}).status_code == 422
     assert loader.client.run("dash_latency", minutes=60).columns[0] == "priority"
+    # an empty answer still names its columns (chDB leaves the header out; we do not)
+    empty = loader.client.run("fanout_outcomes", id="no-such-fanout")
+    assert empty.rows == [] and empty.columns, empty
     # a parameter is a value, never SQL: this id matches no receipt
     assert loader.client.run("fanout_outcomes", id="n1' OR 1=1 --").rows == []
     assert loader.client.run("fanout_outcomes", id="n1").rows  # and a real one does
