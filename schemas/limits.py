@@ -74,14 +74,23 @@ def check_bytes(field: str, value: str | None, max_bytes: int) -> None:
                                f"{max_bytes}-byte limit")
 
 
+def check_text(field: str, value: str | None, max_bytes: int) -> None:
+    """At most ``max_bytes`` with no control characters, empty allowed: for values that end
+    up in provider HTTP headers (collapse_key is APNs' ``apns-collapse-id``: a CR/LF would
+    add headers to a request signed with our provider token) and in dedup keys."""
+    if value is None:
+        return
+    check_bytes(field, value, max_bytes)
+    if _CONTROL.search(value):
+        raise ValidationFailed(f"{field}: {shown(value)} contains control characters")
+
+
 def check_name(field: str, value: str, max_bytes: int) -> None:
     """A non-empty identifier of at most ``max_bytes`` with no control characters (ids go
     into Redis keys, log lines and newline-separated live feeds)."""
     if not value:
         raise ValidationFailed(f"{field}: must not be empty")
-    check_bytes(field, value, max_bytes)
-    if _CONTROL.search(value):
-        raise ValidationFailed(f"{field}: {shown(value)} contains control characters")
+    check_text(field, value, max_bytes)
 
 
 def check_pattern(field: str, value: str, rx: re.Pattern[str], what: str) -> None:

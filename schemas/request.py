@@ -43,6 +43,7 @@ from schemas.limits import (
     check_epoch_ms,
     check_name,
     check_pattern,
+    check_text,
     check_user_id,
 )
 
@@ -151,10 +152,10 @@ def check_request(req: NotificationRequest) -> None:
     if req.template is not None:
         check_name("template", req.template, MAX_TEMPLATE_BYTES)
     if req.collapse_key is not None:
-        check_bytes("collapse_key", req.collapse_key, MAX_COLLAPSE_KEY_BYTES)
+        check_text("collapse_key", req.collapse_key, MAX_COLLAPSE_KEY_BYTES)
     if req.dedup is not None:
-        check_bytes("dedup.actor", req.dedup.actor, MAX_DEDUP_PART_BYTES)
-        check_bytes("dedup.object", req.dedup.object, MAX_DEDUP_PART_BYTES)
+        check_text("dedup.actor", req.dedup.actor, MAX_DEDUP_PART_BYTES)
+        check_text("dedup.object", req.dedup.object, MAX_DEDUP_PART_BYTES)
     if req.data is not None:
         check_data("data", req.data)
     check_epoch_ms("created_at", req.created_at)

@@ -30,6 +30,7 @@ from schemas.limits import (
     check_epoch_ms,
     check_name,
     check_pattern,
+    check_text,
     check_user_id,
     shown,
 )
@@ -106,7 +107,7 @@ def check_task(t: DeliveryTask) -> None:
     check_bytes("task.title", t.title, MAX_TITLE_BYTES)
     check_bytes("task.body", t.body, MAX_BODY_BYTES)
     check_bytes("task.template", t.template, MAX_TEMPLATE_BYTES)
-    check_bytes("task.collapse_key", t.collapse_key, MAX_COLLAPSE_KEY_BYTES)
+    check_text("task.collapse_key", t.collapse_key, MAX_COLLAPSE_KEY_BYTES)
     check_bytes("task.locale", t.locale, MAX_LOCALE_BYTES)
     if t.data is not None:
         check_data("task.data", t.data)

@@ -9,6 +9,7 @@ to be called from a second thread).
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -43,6 +44,24 @@ class PushTransport(Protocol):
 
 
 _KEEP = ("apns-id", "retry-after")
+# what would end a header line (or the string libcurl copies it from) and start another
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+
+
+def unsafe_header(r: HttpReq) -> str | None:
+    """Why ``r`` must not be sent: a CR, LF or NUL in its URL or a header name or value
+    would split it into headers of the caller's choosing on a request signed with our
+    provider credentials.  The contracts refuse such values; this is the last line."""
+    if not _LINE_BREAK.search("".join([r.url, *(k + v for k, v in r.headers)])):
+        return None  # the common case: one search
+    for k, v in r.headers:
+        if _LINE_BREAK.search(k + v):
+            return f"header {k[:40]!r}: contains CR, LF or NUL; not sent"
+    return "url: contains CR, LF or NUL; not sent"
+
+
+class UnsafeRequest(ValueError):
+    """A request ``unsafe_header`` refuses: answered with its reason, never sent."""
 
 
 class _OneThread:
@@ -106,7 +125,7 @@ class CurlTransport(_OneThread):
         try:
             while active or nxt < len(reqs):
                 while nxt < len(reqs) and len(active) < self._max_streams:
-                    self._start(reqs[nxt], nxt, active)
+                    self._start(reqs[nxt], nxt, active, out)
                     nxt += 1
                 while m.perform()[0] == pc.E_CALL_MULTI_PERFORM:
                     pass
@@ -129,12 +148,16 @@ class CurlTransport(_OneThread):
                 m.remove_handle(c)
                 self._release(c)
 
-    def _start(self, r: HttpReq, k: int, active: dict[int, tuple]) -> None:
+    def _start(self, r: HttpReq, k: int, active: dict[int, tuple], out: list) -> None:
         c = self._handle()
         buf, hbuf = BytesIO(), BytesIO()
         try:
             self._prepare(c, r, buf, hbuf)
             self._multi.add_handle(c)
+        except UnsafeRequest as e:  # this request alone, never sent
+            self._release(c)
+            out[k] = HttpResp(0, {}, b"", str(e))
+            return
         except BaseException:
             self._release(c)
             raise
@@ -157,11 +180,14 @@ class CurlTransport(_OneThread):
 
     def _prepare(self, c, r: HttpReq, buf: BytesIO, hbuf: BytesIO) -> None:
         pc = self._pc
+        lines = [f"{k}: {v}" for k, v in r.headers]
+        if _LINE_BREAK.search("".join([r.url, *lines])):  # before any setopt of this request
+            raise UnsafeRequest(unsafe_header(r) or "CR, LF or NUL in the request")
         c.setopt(pc.URL, r.url)
         c.setopt(pc.HTTP_VERSION, pc.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
                  if r.url.startswith("http://") else pc.CURL_HTTP_VERSION_2TLS)
         # "Expect:" stops libcurl's 100-continue wait should a host fall back to HTTP/1.1
-        c.setopt(pc.HTTPHEADER, [f"{k}: {v}" for k, v in r.headers] + ["Expect:"])
+        c.setopt(pc.HTTPHEADER, [*lines, "Expect:"])
         c.setopt(pc.POSTFIELDS, r.body)
         if r.method != "POST":
             c.setopt(pc.CUSTOMREQUEST, r.method)
@@ -214,6 +240,9 @@ class HttpxTransport(_OneThread):
         self._check_thread()
         out = []
         for r in reqs:
+            if (why := unsafe_header(r)) is not None:
+                out.append(HttpResp(0, {}, b"", why))
+                continue
             try:
                 resp = self._c.request(r.method, r.url, headers=r.headers, content=r.body)
                 out.append(HttpResp(resp.status_code,
@@ -243,8 +272,8 @@ def make_transport(cfg: Settings) -> PushTransport:
 def send_checked(transport: PushTransport, tasks: list, build, classify,
                  check) -> list:
     """Build every request, fail the invalid ones before any network call (like gorush's
-    CheckMessage: ``check(task, req)`` returns why, or None), send the rest as one
-    multiplexed batch and classify each answer.  Results come back in the order of ``tasks``."""
+    CheckMessage: ``check(task, req)`` returns why, or None; so does ``unsafe_header``), send
+    the rest as one multiplexed batch and classify each answer.  Results come back in the order of ``tasks``."""
     from sinks import results as R
 
     out: list = [None] * len(tasks)
@@ -253,7 +282,7 @@ def send_checked(transport: PushTransport, tasks: list, build, classify,
     for i, t in enumerate(tasks):
         try:
             req = build(t)
-            problem = check(t, req)
+            problem = check(t, req) or unsafe_header(req)
         except Exception as e:  # this task's payload cannot be built: it fails alone
             out[i] = R.payload_failed(t, t.provider, e)
             continue
