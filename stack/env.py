@@ -6,7 +6,8 @@ them.  ``Stack.env()`` is that environment; ``<workdir>/stack.env`` (``var/stack
 `make run`) is the same as KEY=VALUE lines, present only while the stack runs.
 
 Secrets: each stack makes its own (``new_secret``): the people's token secret
-(``NOTIFLOW_USER_TOKEN_SECRET``, unless the environment sets one) and the loader's token.
+(``NOTIFLOW_USER_TOKEN_SECRET``, unless the environment sets one), the loader's token, and
+the password of the Redis it starts (in ``REDIS_URL``; an operator's REDIS_URL is used as given).
 They are in ``stack.env``, which only its owner may read (mode 0600), with the dev API key
 that a stack makes only in a Redis it started itself and revokes when it stops.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from notiflow.local_stack import read_env_file as read_env_file  # tools import 
 from stack.services import (
     Service,
     folder_holders,
+    new_secret,
     start_flow,
     start_gateway,
     start_kafka,
@@ -161,12 +162,6 @@ class Stack:
                 errors.append(f"{s.name}: {e}")
         if errors:
             raise RuntimeError("while stopping: " + "; ".join(errors))
-
-
-def new_secret() -> str:
-    """A fresh secret for one stack (32 random bytes, URL-safe): every stack makes its own,
-    so no secret that signs or authenticates anything is ever a known default."""
-    return secrets.token_urlsafe(32)
 
 
 def create_dev_api_key(redis_url: str) -> str:

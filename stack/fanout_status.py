@@ -23,6 +23,7 @@ from notiflow.config import get_settings
 from operators.fanout import summarize_progress
 from sinks.pull_feed import FANOUT
 from stack.env import read_env_file
+from stack.services import shown_url
 
 
 def fanout_status(r: redis.Redis, loader: Loader, nid: str) -> dict[str, object] | None:
@@ -51,7 +52,7 @@ def main() -> None:
         status = fanout_status(redis.Redis.from_url(redis_url, socket_timeout=5),
                                Loader.from_env(), args.id)
     except redis.RedisError as e:
-        sys.exit(f"fanout-status: Redis at {redis_url} unavailable: {e}")
+        sys.exit(f"fanout-status: Redis at {shown_url(redis_url)} unavailable: {e}")
     if status is None:
         sys.exit(f"fanout-status: no fan-out job {args.id!r} (not started, or expired)")
     if args.json:

@@ -36,6 +36,7 @@ from rich.table import Table
 from notiflow.config import Settings
 from stack.env import ROOT, Stack, start_stack
 from stack.restarts import RestartPolicy
+from stack.services import shown_url
 
 
 def _silence() -> None:
@@ -81,10 +82,10 @@ def table(stack: Stack) -> Table:
     for part, where in (("kafka", stack.brokers), ("redis", stack.redis_url),
                         ("clickhouse", stack.clickhouse_url)):
         if where and part not in names:
-            t.add_row(f"{part} (external)", "-", where, "")
+            t.add_row(f"{part} (external)", "-", shown_url(where), "")
     for s in stack.services:
         log = s.log_path.relative_to(ROOT) if s.log_path.is_relative_to(ROOT) else s.log_path
-        where = s.url or "Bytewax flow"
+        where = shown_url(s.url) or "Bytewax flow"
         if s.name == "loader" and stack.chdb_path:
             where += f"  (chDB {stack.chdb_path})"
         t.add_row(s.name, str(s.pid), where, str(log))

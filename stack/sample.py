@@ -62,9 +62,10 @@ def main() -> None:
     c.print("look at:")
     c.print("  receipts          make stats")
     c.print(f"  provider view     curl -s '{sandbox}/_sandbox/messages'")
-    redis_url = env.get("REDIS_URL", cfg.redis_url)
-    c.print(f"  in-app inbox      .venv/bin/python -c \"import redis; print(redis.Redis.from_url("
-            f"'{redis_url}').lrange('nf:inbox:{USER}', 0, -1))\"", markup=False)
+    # the URL carries the stack's Redis password: the command reads it, the screen never shows it
+    c.print(f"  in-app inbox      .venv/bin/python -c \"import redis; from stack.env import "
+            f"read_env_file; print(redis.Redis.from_url(read_env_file()['REDIS_URL'])"
+            f".lrange('nf:inbox:{USER}', 0, -1))\"", markup=False)
     c.print(f"  raw SQL           .venv/bin/python -m loader.sql "
             f"\"SELECT channel, outcome, reason FROM notiflow.receipts "
             f"WHERE startsWith(notification_id, 'sample-{run}')\"", markup=False)

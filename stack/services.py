@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from notiflow.local_stack import ROOT
 
@@ -111,6 +113,12 @@ def folder_holders(folder: Path) -> dict[int, str]:
             except OSError:
                 found[int(pid)] = "?"
     return {pid: cmd.strip() for pid, cmd in found.items()}
+
+
+def new_secret() -> str:
+    """A fresh secret for one stack (32 random bytes, URL-safe): every stack makes its own,
+    so no secret that signs or authenticates anything is ever a known default."""
+    return secrets.token_urlsafe(32)
 
 
 def free_port() -> int:
@@ -244,7 +252,7 @@ class Service:
 
     def __repr__(self) -> str:
         state = f"pid {self.proc.pid}" if self.alive and self.proc else "stopped"
-        return f"<Service {self.name} {state} {self.url}>"
+        return f"<Service {self.name} {state} {shown_url(self.url)}>"
 
 
 def _py(*args: str) -> list[str]:
@@ -292,21 +300,50 @@ def redis_binary() -> str:
     return str(binary)
 
 
-def start_redis(log_dir: Path | None = None, port: int | None = None) -> Service:
-    """redis-server without persistence.  ``port``: restart on the same port (fault tests),
-    else a free one.  ``url`` is ``redis://127.0.0.1:P/0``."""
+def start_redis(log_dir: Path | None = None, port: int | None = None,
+                password: str | None = None) -> Service:
+    """redis-server without persistence, behind a password (any local user could otherwise
+    connect and, say, add an admin API key).  ``port`` and ``password``: restart on the same
+    port with the same password (fault tests), else a free port and a new password.  ``url``
+    is ``redis://:PASSWORD@127.0.0.1:P/0``.
+
+    The password reaches redis-server in a config file of mode 0600, removed once the server
+    answers: on its command line, every local user would read it in ``ps``."""
     import redis
 
     port = port or free_port()
-    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--protected-mode", "no"]
-    url = f"redis://127.0.0.1:{port}/0"
+    password = password or new_secret()
+    conf = Path(log_dir or ROOT / "var" / "logs") / f"redis-{port}.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.unlink(missing_ok=True)  # O_EXCL: never write into a file someone else made
+    with os.fdopen(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(f"requirepass {password}\n")
+    argv = [redis_binary(), str(conf), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no"]
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
 
     def ready() -> bool:
         with redis.Redis.from_url(url, socket_timeout=1) as r:
             return bool(r.ping())
 
-    return Service("redis", argv, log_dir=log_dir, url=url).start(ready, port=port)
+    try:
+        return Service("redis", argv, log_dir=log_dir, url=url).start(ready, port=port)
+    finally:
+        conf.unlink(missing_ok=True)  # read at start only
+
+
+def redis_password(url: str) -> str | None:
+    """The password in a Redis URL (None without one): a restart keeps it."""
+    return urlsplit(url).password
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit to print: its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(
+        f":{parts.password}@", ":***@", 1)))
 
 
 def start_sandbox(env: dict[str, str] | None = None, log_dir: Path | None = None) -> Service:

@@ -17,7 +17,15 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from notiflow.config import Settings
 from notiflow.topics import ALL, name
 from stack.env import Stack, read_env_file
-from stack.services import Service, free_port, port_open, start_kafka, start_redis
+from stack.services import (
+    Service,
+    free_port,
+    port_open,
+    redis_password,
+    shown_url,
+    start_kafka,
+    start_redis,
+)
 from stack.topics import create_topics
 
 
@@ -182,6 +190,36 @@ def test_stack_env_and_env_file_locate_every_part(tmp_path, monkeypatch):
     assert not s.env_file.exists()
 
 
+def test_start_redis_wants_its_password_and_keeps_it_off_the_command_line(tmp_path):
+    """Without a password any local user could connect to the stack's Redis and, say, add
+    an admin API key to nf:apikeys or read anyone's inbox."""
+    import redis
+
+    svc = start_redis(tmp_path)
+    password = redis_password(svc.url)
+    port = int(svc.url.rsplit(":", 1)[1].split("/")[0])
+    try:
+        assert password and len(password) >= 32
+        for pw in (None, "", "wrong", password[:-1]):
+            with redis.Redis(port=port, password=pw, socket_timeout=5) as r:
+                with pytest.raises(redis.AuthenticationError):
+                    r.hset("nf:apikeys", "attacker", "admin")
+        with redis.Redis.from_url(svc.url) as r:
+            assert r.hlen("nf:apikeys") == 0 and r.ping()
+        # not in ps, not in a file left behind, not in what gets printed
+        with open(f"/proc/{svc.pid}/cmdline", "rb") as f:
+            assert password.encode() not in f.read()
+        assert not [p for p in tmp_path.rglob("*") if p.is_file() and password in p.read_text()]
+        assert password not in shown_url(svc.url) and password not in repr(svc)
+        # a restart on the same port with the same password serves the same URL
+        svc.stop()
+        svc = start_redis(tmp_path, port=port, password=password)
+        with redis.Redis.from_url(svc.url) as r:
+            assert r.ping()
+    finally:
+        svc.stop()
+
+
 def test_stack_fixture_runs_every_part(stack, kafka_producer):
     import httpx
     import redis
@@ -193,6 +231,9 @@ def test_stack_fixture_runs_every_part(stack, kafka_producer):
     assert httpx.get(f"{stack.stats_url}/health", timeout=5).status_code == 200
     with redis.Redis.from_url(stack.redis_url) as r:
         assert r.ping()
+    with redis.Redis(port=int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])) as r:
+        with pytest.raises(redis.AuthenticationError):  # the stack's Redis wants the password
+            r.ping()
     topics = AdminClient({"bootstrap.servers": stack.brokers}).list_topics(timeout=10).topics
     assert {name(short) for short, _, _ in ALL} <= set(topics)
     delivered = []

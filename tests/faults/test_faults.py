@@ -121,7 +121,7 @@ def test_fault_partial_batch_failure_retries_only_failed_items(stack, flows, pro
 
 
 def test_fault_redis_restarted_mid_run(stack, flows, producer, sandbox):
-    from stack.services import start_redis
+    from stack.services import redis_password, start_redis
 
     run = f"redis-{uuid.uuid4().hex[:6]}-"
     us = users(run + "u", 100)
@@ -150,7 +150,8 @@ def test_fault_redis_restarted_mid_run(stack, flows, producer, sandbox):
     wait_for(lambda: flows.dead() or flows.log_count("main", FANOUT_FAILED) - failed_before > 5,
              60, 0.2)
     assert flows.dead() == []
-    stack.services[stack.services.index(redis_svc)] = start_redis(port=port)
+    stack.services[stack.services.index(redis_svc)] = start_redis(
+        port=port, password=redis_password(stack.redis_url))  # the URL every part holds
     wait_for(lambda: flows.dead() or all(n in sent_counts(stack, run) for n in ids), 90)
     assert flows.dead() == []
     got = sent_counts(stack, run)

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from sinks.pull_feed import SETTINGS_COPY, FanoutRedis
-from stack.services import start_redis
+from stack.services import redis_password, start_redis
 
 
 class _Failures(logging.Handler):
@@ -45,7 +45,8 @@ def _wait(pred, timeout: float) -> bool:
 def test_fanout_write_waits_for_redis_to_come_back(tmp_path):
     redis_svc = start_redis(log_dir=tmp_path)
     port = int(redis_svc.url.rsplit(":", 1)[1].split("/")[0])
-    fr = FanoutRedis(redis_svc.url, pull_max=10, pull_ttl_s=60, status_ttl_s=60)  # default wait
+    fr_url = redis_svc.url
+    fr = FanoutRedis(fr_url, pull_max=10, pull_ttl_s=60, status_ttl_s=60)  # default wait
     failures = _Failures()
     logging.getLogger("sinks.pull_feed").addHandler(failures)
     errors: list[BaseException] = []
@@ -63,7 +64,8 @@ def test_fanout_write_waits_for_redis_to_come_back(tmp_path):
         # more failed attempts than the old writer made before it raised (5)
         assert _wait(lambda: failures.n >= 6 or not t.is_alive(), 30)
         assert not errors, f"gave up while Redis was down: {errors[0]!r}"
-        redis_svc = start_redis(log_dir=tmp_path, port=port)  # back, and empty
+        # back, and empty, with the password the writer's URL holds
+        redis_svc = start_redis(log_dir=tmp_path, port=port, password=redis_password(fr_url))
         t.join(30)
         assert not t.is_alive() and not errors
         r = redis.Redis.from_url(redis_svc.url)
