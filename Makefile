@@ -42,8 +42,16 @@ bench: $(STAMP)
 stats: $(STAMP)
 	$(PY) -m loader.stats $(ARGS)
 
-sql: $(STAMP)  # make sql Q="SELECT ..." (or the SQL on stdin): raw read-only SQL, local loader only
-	$(PY) -m loader.sql $(if $(Q),"$(Q)")
+# Q reaches loader.sql through the environment, as typed: make neither expands it ($(value)
+# and := keep its $ signs) nor pastes it into a shell command (quotes, backticks, $ and #
+# stay SQL)
+ifdef Q
+override Q := $(value Q)
+export Q
+endif
+
+sql: $(STAMP)  # make sql Q="SELECT ..." [ARGS=--json] (or the SQL on stdin): raw read-only SQL, local loader only
+	@if [ -n "$${Q+set}" ]; then printenv Q | $(PY) -m loader.sql $(ARGS); else $(PY) -m loader.sql $(ARGS); fi
 
 sample: $(STAMP)
 	$(PY) -m stack.sample
@@ -55,9 +63,10 @@ fanout-status: $(STAMP)  # make fanout-status ID=<notification id>: a fan-out's 
 	@test -n "$(ID)" || (echo "usage: make fanout-status ID=<notification id>" >&2; exit 2)
 	@$(PY) -m stack.fanout_status "$(ID)" $(ARGS)
 
-api-key: $(STAMP)  # make api-key NAME=svc [SCOPE='social.*'] [RATE=100]: a producer API key, shown once
-	@test -n "$(NAME)" || (echo "usage: make api-key NAME=<name> [SCOPE='social.*' or '*' or admin or broadcast] [RATE=req/s]" >&2; exit 2)
-	@$(PY) -m gateway.api_keys create "$(NAME)" --scope '$(or $(SCOPE),*)' $(if $(RATE),--rate $(RATE))
+# SCOPE and AUDIENCE take several values, space-separated (python -m gateway.api_keys create --help)
+api-key: $(STAMP)  # make api-key NAME=svc [SCOPE='social.* admin'] [AUDIENCE='topic:sports'] [RATE=100] [BURST=1000]: a producer API key, shown once
+	@test -n "$(NAME)" || (echo "usage: make api-key NAME=<name> [SCOPE='social.* admin ...'] [AUDIENCE='topic:sports followers:* ...'] [RATE=notifications/s] [BURST=notifications]; details: $(PY) -m gateway.api_keys create --help" >&2; exit 2)
+	@$(PY) -m gateway.api_keys create '$(NAME)' $(foreach s,$(or $(SCOPE),*),--scope '$(s)') $(foreach a,$(AUDIENCE),--audience '$(a)') $(if $(RATE),--rate '$(RATE)') $(if $(BURST),--burst '$(BURST)')
 
 user-token: $(STAMP)  # make user-token USER=u1 [TTL=3600]: a signed token for the people's API
 	@# USER must come from the command line: the shell's own $$USER is not a user id

@@ -394,6 +394,25 @@ def test_make_stats_and_the_sql_command_reach_the_loader(stack: Stack) -> None:
     assert json.loads(r.stdout)["rows"][0][0] == _count(stack.loader)[0]
 
 
+def test_make_sql_runs_any_sql_text_as_typed(stack: Stack) -> None:
+    """`make sql Q=...` once pasted Q into a double-quoted shell word after make had expanded
+    it: a double quote ended the word, $HOME became the shell's, $(shell id) ran id, $$ lost
+    a $. Q now reaches loader.sql unexpanded, through the environment."""
+    text = """it's "quoted" $HOME $$ $(shell id) `id` # not a comment; \\n"""
+    literal = text.replace("\\", "\\\\").replace("'", "\\'")
+    sql = f"SELECT '{literal}' AS s, count() AS n FROM notiflow.receipts"
+    env = {**os.environ, "NOTIFLOW_LOADER_SOCKET": stack.loader.socket}
+    env.pop("Q", None)
+    r = subprocess.run(["make", "-s", "sql", f"Q={sql}", "ARGS=--json"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["rows"] == [[text, _count(stack.loader)[0]]]
+    # without Q the SQL comes on stdin
+    r = subprocess.run(["make", "-s", "sql", "ARGS=--json"], cwd=ROOT, env=env, input=sql,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["rows"][0][0] == text, r.stderr
+
+
 def test_loader_resumes_after_restart_without_loss(stack: Stack) -> None:
     before = stack.produced or 0
     _produce(stack.brokers, 100_000, 5_000)

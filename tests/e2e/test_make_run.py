@@ -238,3 +238,32 @@ def test_a_dead_flow_lane_is_restarted_whole_and_kill_9_of_the_runner_leaves_not
         run.kill()  # kill -9: the runner runs no cleanup at all
         run.wait(10)
     _assert_all_gone(before + after, ports)
+
+
+def test_make_api_key_grants_scopes_audiences_rate_and_burst(tmp_path):
+    """`make api-key` passes each of SCOPE and AUDIENCE (space-separated) and RATE, BURST
+    to the key it makes; it once took one SCOPE word and had no AUDIENCE or BURST."""
+    import json
+
+    from stack.services import start_redis
+
+    redis_svc = start_redis(tmp_path)
+    env = {**os.environ, "REDIS_URL": redis_svc.url}
+    try:
+        r = subprocess.run(["make", "-s", "api-key", "NAME=make-key", "SCOPE=social.* admin",
+                            "AUDIENCE=topic:sports followers:*", "RATE=5", "BURST=7"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip(), r.stdout + r.stderr
+        listed = subprocess.run([sys.executable, "-m", "gateway.api_keys", "list"], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=60)
+        [key] = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert key["name"] == "make-key", key
+        assert sorted(key["scopes"]) == ["admin", "social.*"], key
+        assert sorted(key["audiences"]) == ["followers:*", "topic:sports"], key
+        assert (key["rate"], key["burst"]) == (5, 7), key
+        usage = subprocess.run(["make", "-s", "api-key"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert usage.returncode == 2
+        assert all(w in usage.stderr for w in ("AUDIENCE=", "BURST=", "RATE=notifications/s"))
+    finally:
+        redis_svc.stop()
