@@ -14,6 +14,7 @@ from bytewax.operators import StatefulBatchLogic
 from notiflow.config import Settings
 from operators.partition import PartitionProcessor, Routed
 from operators.retry_queue import RetryQueue
+from operators.user_state import UserState
 from schemas.retry import RetryEnvelope
 from sources.user_partitions import Batch
 
@@ -40,7 +41,8 @@ class PartitionLogic(StatefulBatchLogic[Batch, Routed, Snap]):
                                   presence_window_s=c.presence_window_s,
                                   hold_max=c.hold_max_per_partition,
                                   bundle_windows=c.bundle_windows_s,
-                                  bundle_actors=c.bundle_actors)
+                                  bundle_actors=c.bundle_actors,
+                                  users=UserState(max_devices=c.max_devices_per_user))
 
     def on_batch(self, values: list[Batch]) -> tuple[list[Routed], bool]:
         now_ms = int(time.time() * 1000)

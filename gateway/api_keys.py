@@ -205,12 +205,13 @@ class KeyStore:
 TryAcquire = Callable[..., Awaitable[tuple[bool, float]]]
 
 
-def make_try_acquire(redis: aioredis.Redis) -> TryAcquire:
+def make_try_acquire(redis: aioredis.Redis, kind: str = "apikey") -> TryAcquire:
     """``try_acquire(bucket, rate, burst, n=1) -> (granted, wait_s)``: all ``n`` tokens or
     none, non-blocking and atomic.
 
-    One ``sinks.rate_limit.AsyncTokenBucket`` per key (Redis ``nf:rl:apikey:<hash>``), the
-    same atomic script the provider limits use; rebuilt when a key's rate changes."""
+    One ``sinks.rate_limit.AsyncTokenBucket`` per bucket (Redis ``nf:rl:<kind>:<bucket>``:
+    an API key's hash, or a user id for the people's API writes), the same atomic script
+    the provider limits use; rebuilt when a bucket's rate changes."""
     from sinks.rate_limit import AsyncTokenBucket
 
     buckets: dict[str, AsyncTokenBucket] = {}
@@ -221,7 +222,7 @@ def make_try_acquire(redis: aioredis.Redis) -> TryAcquire:
         if b is None or b.rate_per_s != rate or b.burst != burst:
             if len(buckets) > 10_000:
                 buckets.clear()
-            b = buckets[bucket] = AsyncTokenBucket(redis, f"apikey:{bucket}", rate, burst)
+            b = buckets[bucket] = AsyncTokenBucket(redis, f"{kind}:{bucket}", rate, burst)
         return await b.try_acquire(n)
 
     return try_acquire

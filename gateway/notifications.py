@@ -35,7 +35,7 @@ from gateway.producer import OutRecord
 from notiflow import metrics
 from notiflow.logs import get_logger
 from notiflow.topics import CRITICAL, REQUESTS, name, partition_for
-from schemas.errors import ValidationFailed, field_reason
+from schemas.errors import TOO_DEEP, ValidationFailed, decode_json, field_reason
 from schemas.limits import TYPE_RE, USER_ID_RE
 from schemas.request import (
     MAX_RECIPIENTS,
@@ -73,9 +73,11 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise error(400, "malformed", "payload: empty body (send a JSON object)")
     try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError as e:
-        raise error(400, "malformed", f"payload: not valid JSON ({e})") from None
+        return decode_json(raw)
+    except ValidationFailed as e:  # 400 for what is not JSON, 422 for JSON nested too deeply
+        if e.reason == TOO_DEEP:
+            raise error(422, "invalid", e.reason) from None
+        raise error(400, "malformed", e.reason) from None
 
 
 def to_request(obj: Any, now_ms: int) -> NotificationRequest:
@@ -90,6 +92,8 @@ def to_request(obj: Any, now_ms: int) -> NotificationRequest:
         req = msgspec.convert(obj, NotificationRequest)
     except msgspec.ValidationError as e:
         raise ValidationFailed(field_reason(str(e))) from None
+    except RecursionError:
+        raise ValidationFailed(TOO_DEEP) from None
     check_request(req)
     return req
 

@@ -19,6 +19,7 @@ Uses from app.state (gateway/app.py): ``settings``, ``redis`` (redis.asyncio) an
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -99,6 +100,32 @@ async def reader(request: Request, user_id: UserId,
 
 Owner = Annotated[str, Depends(owner)]
 Reader = Annotated[str, Depends(reader)]
+
+
+@api_keys.declares_auth("the path's user's token, within the user's write rate")
+async def writer(request: Request, user_id: Owner) -> str:
+    """The user themself, within their write rate: every write reaches a flow lane (a
+    device update is routed state), so one user's loop must not occupy the lanes.  A token
+    bucket per user in Redis (``NOTIFLOW_PEOPLE_WRITES_PER_S``, burst
+    ``NOTIFLOW_PEOPLE_WRITES_BURST``); 429 with Retry-After over it."""
+    cfg = settings_of(request)
+    state = request.app.state
+    acquire = getattr(state, "people_try_acquire", None)
+    if acquire is None:
+        acquire = state.people_try_acquire = api_keys.make_try_acquire(_redis(request), "people")
+    try:
+        ok, wait_s = await acquire(user_id, cfg.people_writes_per_s, cfg.people_writes_burst)
+    except aioredis.RedisError:
+        ok, wait_s = True, 0.0  # limiter down: serve, as the API-key limiter does
+    if not ok:
+        raise HTTPException(429, {"error": "rate_limited", "reason": f"rate: user {user_id!r} "
+                                  f"is over {cfg.people_writes_per_s:g} writes/s (burst "
+                                  f"{cfg.people_writes_burst}); retry in {wait_s:.2f} s"},
+                            headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+    return user_id
+
+
+Writer = Annotated[str, Depends(writer)]
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -205,7 +232,7 @@ async def read_settings(request: Request, user_id: Owner) -> Response:
 @router.put("/settings", summary="Replace the user's notification settings",
             openapi_extra=_body_doc(UserSettings),
             responses={202: {"description": "accepted into the spool; Kafka is away"}})
-async def replace_settings(request: Request, user_id: Owner) -> Response:
+async def replace_settings(request: Request, user_id: Writer) -> Response:
     cfg = settings_of(request)
     try:
         s = decode_settings(await _body(request, cfg))
@@ -228,7 +255,7 @@ async def replace_settings(request: Request, user_id: Owner) -> Response:
 @router.post("/devices", summary="Register (or update) a device token",
              openapi_extra=_body_doc(Device), status_code=201,
              responses={202: {"description": "accepted into the spool; Kafka is away"}})
-async def register_device(request: Request, user_id: Owner) -> Response:
+async def register_device(request: Request, user_id: Writer) -> Response:
     try:
         d = decode_device(await _body(request, settings_of(request)))
     except ValidationFailed as e:
@@ -247,7 +274,7 @@ async def register_device(request: Request, user_id: Owner) -> Response:
 @router.delete("/devices/{token_id}", summary="Forget a device (tombstone on notify.devices)",
                status_code=204,
                responses={202: {"description": "accepted into the spool; Kafka is away"}})
-async def delete_device(request: Request, user_id: Owner,
+async def delete_device(request: Request, user_id: Writer,
                         token_id: Annotated[str, Path(pattern=TOKEN_ID_RE.pattern)]) -> Response:
     where = await _publish(request, topics.DEVICES, f"{user_id}:{token_id}".encode(), None,
                            user_id)
@@ -290,7 +317,7 @@ MARK_MAX_IDS = 1000
 
 @router.post("/inbox/read", summary="Mark inbox entries read (some, or all)",
              openapi_extra=_body_doc(MarkRead))
-async def mark_read(request: Request, user_id: Owner) -> Response:
+async def mark_read(request: Request, user_id: Writer) -> Response:
     try:
         body: MarkRead = decode_or_reason(_mark_decoder, await _body(request, settings_of(request)))
     except ValidationFailed as e:

@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     dev_mode: bool = False
     user_token_ttl_s: int = 3600  # default lifetime of a token from `make user-token`
     people_max_body_bytes: int = 16 * 1024  # settings / device bodies
+    # writes (settings PUT, device POST/DELETE, inbox read marks) per user: a token bucket
+    people_writes_per_s: float = 5.0
+    people_writes_burst: int = 20
+    # active devices a user keeps in the flows; a new one over it replaces the oldest
+    max_devices_per_user: int = 20
     inbox_page_max: int = 100  # largest ?limit= of GET /v1/users/{id}/inbox
     sse_heartbeat_s: float = 15.0  # comment line on idle live streams (keeps proxies open)
 

@@ -548,7 +548,7 @@ class PartitionProcessor:
                 "bundles": self.bundler.snapshot()}
 
     def restore(self, snap: dict[str, object]) -> None:
-        self.users = UserState.restore(snap["users"])  # type: ignore[arg-type]
+        self.users = UserState.restore(snap["users"], self.users.max_devices)  # type: ignore[arg-type]
         expiry: dict[int, int] = snap["dedup"]  # type: ignore[assignment]
         self.dedup.expiry = dict(sorted(expiry.items(), key=lambda kv: kv[1]))
         if "audiences" in snap:  # snapshots from before fan-out lack them

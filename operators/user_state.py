@@ -59,13 +59,23 @@ def row_with_settings(row: UserRow, s: UserSettings) -> UserRow:
                    locale=s.locale, devices=row.devices, has_settings=True)
 
 
+MAX_DEVICES = 20  # NOTIFLOW_MAX_DEVICES_PER_USER's default
+
+
 class UserState:
-    """Settings and devices of the users of one partition."""
+    """Settings and devices of the users of one partition.
 
-    __slots__ = ("rows",)
+    A user keeps at most ``max_devices`` active devices.  Without a cap one user's loop of
+    registrations (a few thousand, from their own token) made every later update of their
+    row cost more, all of it lane CPU shared by every user: each update re-encodes the
+    whole row, so the cap also bounds what one update costs."""
 
-    def __init__(self, rows: dict[str, bytes] | None = None) -> None:
+    __slots__ = ("rows", "max_devices")
+
+    def __init__(self, rows: dict[str, bytes] | None = None,
+                 max_devices: int = MAX_DEVICES) -> None:
         self.rows: dict[str, bytes] = rows if rows is not None else {}
+        self.max_devices = max_devices
 
     def get(self, user_id: str) -> UserRow:
         raw = self.rows.get(user_id)
@@ -84,13 +94,24 @@ class UserState:
         row = self.get(user_id)
         self._put(user_id, UserRow(devices=row.devices))
 
-    def put_device(self, d: Device) -> None:
-        """Add, replace or (inactive) retire one device of a user."""
+    def put_device(self, d: Device) -> str | None:
+        """Add, replace or (inactive) retire one device of a user; a device updated moves to
+        the end (newest).  A new one over the cap replaces the user's least recently
+        registered device, whose token_id is returned.  Why replace rather than refuse:
+        apps that are reinstalled or whose tokens rotate leave stale devices nobody deletes;
+        refusing the newest would cut the user's current phone off for good and keep the
+        dead tokens, while the newest registration is the one most likely to be live (and
+        whoever holds the user's token could delete their devices anyway)."""
         row = self.get(d.user_id)
         devs = tuple(r for r in row.devices if r[0] != d.token_id)
+        evicted = None
         if d.active:
+            if len(devs) >= self.max_devices:
+                evicted = devs[0][0]
+                devs = devs[len(devs) - self.max_devices + 1:]
             devs += ((d.token_id, d.platform, d.token),)
         self._put(d.user_id, msgspec.structs.replace(row, devices=devs))
+        return evicted
 
     def delete_device(self, user_id: str, token_id: str) -> None:
         row = self.get(user_id)
@@ -104,5 +125,5 @@ class UserState:
         return _enc.encode(self.rows)
 
     @classmethod
-    def restore(cls, blob: bytes) -> UserState:
-        return cls(_snap_dec.decode(blob))
+    def restore(cls, blob: bytes, max_devices: int = MAX_DEVICES) -> UserState:
+        return cls(_snap_dec.decode(blob), max_devices)

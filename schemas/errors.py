@@ -1,5 +1,11 @@
 """The one validation error every decoder raises: it carries a human-readable reason."""
 
+from typing import Any
+
+# msgspec raises RecursionError (not DecodeError) for JSON nested ~1000 levels deep: a few
+# KB of "[[[[..." from anyone; it must be this reason, never a 500 or an "internal error"
+TOO_DEEP = "payload: nested too deeply (JSON over ~1000 levels)"
+
 
 class ValidationFailed(ValueError):
     """A payload that is not a valid message; ``reason`` names the field and the problem."""
@@ -19,6 +25,21 @@ def decode_or_reason(decoder, raw: bytes):
         raise ValidationFailed(field_reason(str(e))) from None
     except msgspec.DecodeError as e:
         raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValidationFailed(TOO_DEEP) from None
+
+
+def decode_json(raw: bytes) -> Any:
+    """Untyped JSON from outside (the gateway's bodies); ValidationFailed when it is not JSON
+    or is nested too deeply to decode."""
+    import msgspec
+
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as e:
+        raise ValidationFailed(f"payload: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValidationFailed(TOO_DEEP) from None
 
 
 def field_reason(msg: str) -> str:

@@ -28,7 +28,7 @@ from operators.partition import (
 )
 from operators.retry_gate import envelope_or_rejected
 from schemas.device import decode_device
-from schemas.errors import ValidationFailed
+from schemas.errors import TOO_DEEP, ValidationFailed
 from schemas.limits import MAX_EPOCH_MS
 from schemas.presence import decode_presence
 from schemas.receipt import Receipt
@@ -107,9 +107,14 @@ subscriptions = st.fixed_dictionaries({"user_id": users, "target": st.one_of(
 presences = st.fixed_dictionaries({"user_id": users, "seen_ms": ints})
 json_of = {REQUEST: requests, SETTINGS: settings_values, DEVICES: devices,
            SUBSCRIPTIONS: subscriptions, PRESENCE: presences}
+# valid JSON 1,500 deep where the contract takes any JSON (data): msgspec raises
+# RecursionError there, not DecodeError
+DEEP_REQUEST = (b'{"id":"deep1500","type":"a.b","created_at":1,"recipients":["u1"],"body":"b",'
+                b'"data":' + b'{"k":' * 1500 + b"1" + b"}" * 1501)
 raw_bytes = st.one_of(st.binary(max_size=200), st.sampled_from(
     [b"", b"null", b"[]", b"{}", b"\xef\xbb\xbf{}", b'{"a":1,"a":2}', b"\xff\xfe", b"1e999",
-     b'"\\ud800"', b"[" * 2000 + b"]" * 2000, b'"' * 600_000]))
+     b'"\\ud800"', b"[" * 2000 + b"]" * 2000, b'"' * 600_000, DEEP_REQUEST,
+     b'{"task":[' + b"[" * 1500 + b"]" * 1500 + b"]}"]))
 
 
 def encode(value: Any) -> bytes:
@@ -266,6 +271,7 @@ HOSTILE = [
                               "recipients": ["u1"], "body": "b"}),
     b'{"id":"sur","type":"a.b","created_at":1,"recipients":["\\ud800"],"body":"b"}',
     b"\xff\xfe\xfd", b"", b"null", b"[]", b"[" * 5000,
+    DEEP_REQUEST,  # a 500 at the gateway, an "internal error" in the flow, before
 ]
 
 
@@ -279,6 +285,15 @@ def test_hostile_corpus_on_every_topic_is_rejected_with_a_reason(kind, raw):
     body = orjson.loads(msg)
     assert body["reason"] and not body["reason"].startswith("internal error")
     assert len(msg) < 4096
+
+
+def test_a_retry_envelope_nested_too_deeply_is_rejected_with_that_reason():
+    task = b'["n1","u1","a.b","normal","inapp","redis","inbox","",null,"b",null,'
+    raw = b'{"task":' + task + b'{"k":' * 1500 + b"1" + b"}" * 1500 + b',null,1],"due_ms":1,' \
+        b'"deadline_ms":1}'
+    got = envelope_or_rejected(Msg(raw))
+    assert not isinstance(got, RetryEnvelope)
+    assert orjson.loads(got[1])["reason"] == TOO_DEEP
 
 
 def test_duplicate_keys_take_the_last_value_in_the_flow_as_in_the_gateway():
