@@ -35,6 +35,7 @@ import asyncio
 import hashlib
 import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -57,6 +58,8 @@ PREFIX = "nfk_"
 ADMIN = "admin"
 BROADCAST = "broadcast"
 _EXPLICIT = (ADMIN, BROADCAST)  # never implied by a type pattern, not even "*"
+# a key's name: in logs, `list` and error messages; short, printable, no separators
+KEY_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HASH_SHOWN = 12  # hex digits of a key's hash that `list` shows, and `revoke` needs at least
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -125,8 +128,8 @@ def check_audience_pattern(pat: str) -> str:
 async def create_key(redis: aioredis.Redis, name: str, scopes: list[str],
                      rate: float, burst: int, audiences: list[str] | None = None) -> str:
     """Store a new key's hash and return the plaintext (the only time it exists)."""
-    if not name or any(c.isspace() for c in name):
-        raise ValueError("name: must be non-empty without spaces")
+    if not KEY_NAME_RE.fullmatch(name):
+        raise ValueError(f"name: {name[:80]!r} must be 1 to 64 of A-Z a-z 0-9 . _ -")
     if not scopes:
         raise ValueError("scopes: give at least one (--scope '*' for every type)")
     scopes = [check_scope_pattern(s) for s in scopes]

@@ -9,8 +9,9 @@ splits multi-recipient requests and expands audiences.
 ``Idempotency-Key`` (single requests): the first request with a given key (per API key)
 fixes the notification id, kept in Redis for ``gateway_idempotency_ttl_s``, and every
 later one is answered with that id.  Unless the request names ``dedup`` parts itself, the
-key also becomes them (actor ``key:<api key name>``, object ``idem:<Idempotency-Key>``),
-so the flow's dedup (type|actor|object|recipient) drops the repeats.  Every request is
+key also becomes them (actor ``key:`` + a digest of the API key's name, object ``idem:`` +
+a digest of the Idempotency-Key: digests, so they always fit the contract's limits), so the
+flow's dedup (type|actor|object|recipient) drops the repeats.  Every request is
 still produced: a client retrying because it never saw the 202 must not lose its request.
 
 Cost: a request takes one token of its key's rate bucket per recipient (an audience request
@@ -132,10 +133,21 @@ def lane_of(record: OutRecord) -> str:
     return "critical" if record.topic.endswith(CRITICAL) else "bulk"
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def idempotency_dedup(key: ApiKey, idem: str) -> DedupParts:
+    """The dedup parts an Idempotency-Key stands for.  Digests, not the texts: a 255-character
+    header can be 1 KB of UTF-8 and a key name anything, and the flow re-checks the dedup
+    parts' limits (256 bytes each): a 202 here must never become a rejection there."""
+    return DedupParts(actor=f"key:{_digest(key.name)}", object=f"idem:{_digest(idem)}")
+
+
 async def idempotent_id(redis: aioredis.Redis, key: ApiKey, idem: str, nid: str,
                         ttl_s: int) -> str:
     """The id the first request with ``idem`` got (this one's ``nid`` if it is the first)."""
-    rkey = f"nf:idem:{key.key_hash[:16]}:{hashlib.sha256(idem.encode()).hexdigest()[:32]}"
+    rkey = f"nf:idem:{key.key_hash[:16]}:{_digest(idem)}"
     try:
         if await redis.set(rkey, nid, nx=True, ex=ttl_s):
             return nid
@@ -191,7 +203,7 @@ async def submit(request: Request, key: Annotated[ApiKey, Depends(api_key)],
         if not idem:
             raise error(400, "malformed", "idempotency-key: must not be empty")
         nid = await idempotent_id(state.redis, key, idem, req.id, cfg.gateway_idempotency_ttl_s)
-        dedup = req.dedup or DedupParts(actor=f"key:{key.name}", object=f"idem:{idem}")
+        dedup = req.dedup or idempotency_dedup(key, idem)
         req = msgspec.structs.replace(req, id=nid, dedup=dedup)
     value = encode_request(req)
     try:
