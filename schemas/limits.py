@@ -48,7 +48,7 @@ MAX_EMAIL_BYTES = 254  # RFC 5321 path limit
 MAX_TZ_BYTES = 64
 MAX_LOCALE_BYTES = 35  # BCP 47's longest registered tag
 MAX_REASON_CHARS = 500  # a reason on notify.rejected or in a receipt
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def shown(value: object, n: int = 60) -> str:
@@ -81,7 +81,7 @@ def check_text(field: str, value: str | None, max_bytes: int) -> None:
     if value is None:
         return
     check_bytes(field, value, max_bytes)
-    if _CONTROL.search(value):
+    if CONTROL_RE.search(value):
         raise ValidationFailed(f"{field}: {shown(value)} contains control characters")
 
 

@@ -366,7 +366,7 @@ class Msg:
 def test_bad_retry_records_are_rejected_with_a_reason_not_dropped(value, reason):
     """They were logged and dropped (or, like an unknown channel, dropped without a word)."""
     raw = value() if callable(value) else value
-    key, msg = envelope_or_rejected(Msg(raw))
+    key, msg, _receipt = envelope_or_rejected(Msg(raw))
     body = orjson.loads(msg)
     assert body["reason"].startswith(reason), body["reason"]
     assert body["source"] == {"topic": "retry", "partition": 0, "offset": 9}

@@ -5,7 +5,7 @@ import random
 import msgspec
 
 from operators.backoff import BackoffPolicy
-from operators.retry_plan import plan_retry
+from operators.retry_plan import FIRST_ERRORS, LAST_ERRORS, LEFT_OUT, plan_retry
 from operators.retry_queue import RetryQueue
 from schemas.retry import RetryEnvelope
 from schemas.task import DeliveryTask
@@ -28,7 +28,7 @@ def test_retry_plan_honours_retry_after_as_floor():
     assert env.due_ms >= 30_000
 
 
-def test_retry_plan_dead_letters_after_deadline_with_every_error():
+def test_retry_plan_dead_letters_after_deadline_with_the_first_and_last_errors():
     t, now = T, 0
     env = None
     for _ in range(200):
@@ -37,7 +37,13 @@ def test_retry_plan_dead_letters_after_deadline_with_every_error():
             break
         t, now = env.task, env.due_ms
     assert env is not None and env.dead_reason.startswith("still failing after 1 h")
-    assert len(env.task.errors) == env.task.attempt - 1 > 5
+    # the first attempts' errors and the latest ones', bounded however many attempts
+    n = env.task.attempt - 1
+    assert n > FIRST_ERRORS + LAST_ERRORS + 1
+    wanted = [*(f"attempt {i} at " for i in range(1, FIRST_ERRORS + 1)), LEFT_OUT,
+              *(f"attempt {i} at " for i in range(n - LAST_ERRORS + 1, n + 1))]
+    assert len(env.task.errors) == len(wanted)
+    assert all(line.startswith(w) for line, w in zip(env.task.errors, wanted, strict=True))
 
 
 def test_retry_plan_expiring_notification_goes_to_dlq_as_expired():
