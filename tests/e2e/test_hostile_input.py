@@ -184,6 +184,9 @@ def test_hostile_records_on_every_topic_never_stop_a_flow(stack, flows, producer
     assert inbox_ids(r, crit_user) == [good["crit"]]
     assert inbox_ids(r, retry_user) == [good["retry"]]
     assert len(accepted(sandbox, "sendgrid", good["mail"])) == 1
+    # a rejected retry envelope that still names a notification and user: a failed receipt
+    [fax] = receipts_for(stack, [f"hs-fax-{tag}"], want=1)
+    assert fax[4] == "failed" and "does not serve" in fax[5], fax
     assert len(accepted(sandbox, "apns", good["push"])) == 1
     assert wait_for("the fan-out to the subscribed, present user",
                     lambda: inbox_ids(r, follower)) == [good["fan"]]
