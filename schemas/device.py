@@ -23,6 +23,7 @@ from schemas.limits import (
     check_pattern,
     check_size,
     check_user_id,
+    split_user_key,
 )
 
 Platform = Literal["apns", "fcm"]
@@ -58,14 +59,7 @@ def decode_device(raw: bytes) -> Device:
 def parse_device_key(key: bytes) -> tuple[str, str]:
     """(user id, token id) of a notify.devices key ``user:token_id`` (a tombstone has
     nothing else); ValidationFailed when it is not one."""
-    try:
-        text = key.decode()
-    except UnicodeDecodeError:
-        raise ValidationFailed("key: not UTF-8") from None
-    user, sep, token_id = text.partition(":")
-    if not sep:
-        raise ValidationFailed("key: must be 'user_id:token_id'")
-    check_user_id("key: user_id", user)
+    user, token_id = split_user_key(key, ":", "user_id:token_id")
     check_pattern("key: token_id", token_id, TOKEN_ID_RE, "a device name")
     return user, token_id
 

@@ -105,6 +105,20 @@ def check_user_id(field: str, value: str) -> None:
     check_pattern(field, value, USER_ID_RE, "a user id")
 
 
+def split_user_key(key: bytes, sep: str, shape: str) -> tuple[str, str]:
+    """(user id, the rest) of a compacted topic's key ``user<sep>rest`` (a tombstone has
+    nothing else); ValidationFailed naming ``shape`` when it is not one."""
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        raise ValidationFailed("key: not UTF-8") from None
+    user, found, rest = text.partition(sep)
+    if not found:
+        raise ValidationFailed(f"key: must be '{shape}'")
+    check_user_id("key: user_id", user)
+    return user, rest
+
+
 def check_epoch_ms(field: str, value: int | None) -> None:
     """Epoch milliseconds in (0, year 9999]: later ones cannot become a datetime (timers)."""
     if value is None:

@@ -23,6 +23,7 @@ from schemas.limits import (
     check_size,
     check_user_id,
     shown,
+    split_user_key,
 )
 
 TARGET_KINDS = ("followers", "topic")
@@ -68,14 +69,7 @@ def subscription_key(user_id: str, target: str) -> bytes:
 def parse_subscription_key(key: bytes) -> tuple[str, str]:
     """(user id, target) of a key (a tombstone's only content); ValidationFailed when it is
     not one."""
-    try:
-        text = key.decode()
-    except UnicodeDecodeError:
-        raise ValidationFailed("key: not UTF-8") from None
-    user, sep, target = text.partition("|")
-    if not sep:
-        raise ValidationFailed("key: must be 'user_id|target'")
-    check_user_id("key: user_id", user)
+    user, target = split_user_key(key, "|", "user_id|target")
     return user, check_target(target)
 
 
