@@ -37,6 +37,16 @@ def kafka_producer(stack):
     assert left == 0, f"{left} message(s) never reached Kafka"
 
 
+@pytest.fixture(scope="module")
+def producer(stack):
+    """A module's Kafka producer; what its tests produced has reached Kafka when it ends."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 1})
+    yield p
+    assert p.flush(10) == 0, "messages never reached Kafka"
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault suite's figures (tests/faults): faults injected, accepted, delivered..."""
     try:

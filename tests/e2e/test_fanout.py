@@ -20,7 +20,6 @@ import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
-from confluent_kafka import Producer
 
 from gateway.api_keys import create_key
 from gateway.user_tokens import create_token
@@ -29,6 +28,7 @@ from notiflow.topics import partition_for
 from sandbox.client import SandboxControl
 from sinks.pull_feed import merge_into_inbox
 from stack.fanout_status import fanout_status
+from tests.lanes import run_lanes
 
 P = 4
 NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
@@ -36,23 +36,9 @@ NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
 
 @pytest.fixture(scope="module")
 def flow(stack, tmp_path_factory):
-    from stack.services import start_flow
-
     # small chunks, so even a few hundred members take several ticks
     env = {**stack.env(), "NOTIFLOW_FANOUT_CHUNK": "50"}
-    started = start_flow("main", env, recovery_dir=tmp_path_factory.mktemp("rec-fanout"))
-    try:
-        yield started
-    finally:
-        for s in reversed(started):
-            s.stop()
-
-
-@pytest.fixture(scope="module")
-def producer(stack):
-    p = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 5})
-    yield p
-    p.flush(10)
+    yield from run_lanes(env, tmp_path_factory, ("main",), "fanout")
 
 
 @pytest.fixture(scope="module")

@@ -25,30 +25,12 @@ from notiflow.topics import partition_for
 from schemas.retry import RetryEnvelope, encode_envelope
 from schemas.task import DeliveryTask
 from tests.e2e.test_pipeline import NOW_MS, P, accepted, put_user, receipts_for, send, uid
+from tests.lanes import run_lanes
 
 
 @pytest.fixture(scope="module")
 def flows(stack, tmp_path_factory):
-    from stack.services import start_flow
-
-    started = []
-    try:
-        for lane in ("main", "critical", "retry"):
-            started += start_flow(lane, stack.env(), recovery_dir=tmp_path_factory.mktemp(
-                f"hostile-{lane}"))
-        yield started
-    finally:
-        for s in reversed(started):
-            s.stop()
-
-
-@pytest.fixture(scope="module")
-def producer(stack):
-    from confluent_kafka import Producer
-
-    p = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 1})
-    yield p
-    assert p.flush(10) == 0
+    yield from run_lanes(stack.env(), tmp_path_factory, ("main", "critical", "retry"), "hostile")
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,12 @@ import httpx
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from loader.client import local_sql
 from notiflow.topics import partition_for
 from sandbox.client import SandboxControl
+from tests.lanes import run_lanes
 
 P = 4  # partitions: the stack fixture's default (Settings.partitions)
 NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
@@ -26,27 +27,10 @@ NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
 
 @pytest.fixture(scope="module")
 def flows(stack, tmp_path_factory):
-    from stack.services import start_flow
-
-    started = []
     # fast retries so the retry and DLQ paths finish inside a test
     env = {**stack.env(), "NOTIFLOW_RETRY_BASE_S": "0.2", "NOTIFLOW_RETRY_CAP_S": "1",
            "NOTIFLOW_RETRY_DEADLINE_S": "4", "NOTIFLOW_BREAKER_OPEN_S": "2"}
-    try:
-        for lane in ("main", "critical", "retry"):
-            started += start_flow(lane, env, processes=1, workers=1,
-                                  recovery_dir=tmp_path_factory.mktemp(f"rec-{lane}"))
-        yield started
-    finally:
-        for s in reversed(started):
-            s.stop()
-
-
-@pytest.fixture(scope="module")
-def producer(stack):
-    p = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 1})
-    yield p
-    p.flush(10)
+    yield from run_lanes(env, tmp_path_factory, ("main", "critical", "retry"), "rec")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 import redis
-from confluent_kafka import Producer
 
 from loader.client import local_sql
 from notiflow.topics import partition_for
 from operators.bundler import bundle_id
 from sandbox.client import SandboxControl
+from tests.lanes import run_lanes
 
 P = 4
 WINDOW_S = 3
@@ -33,25 +33,8 @@ def now_ms() -> int:
 
 @pytest.fixture(scope="module")
 def flows(stack, tmp_path_factory):
-    from stack.services import start_flow
-
-    started = []
     env = {**stack.env(), "NOTIFLOW_BUNDLE_WINDOWS_S": orjson.dumps({"social.like": WINDOW_S}).decode()}
-    try:
-        for lane in ("main", "critical"):
-            started += start_flow(lane, env, processes=1, workers=1,
-                                  recovery_dir=tmp_path_factory.mktemp(f"sched-{lane}"))
-        yield started
-    finally:
-        for s in reversed(started):
-            s.stop()
-
-
-@pytest.fixture(scope="module")
-def producer(stack):
-    p = Producer({"bootstrap.servers": stack.brokers, "linger.ms": 1})
-    yield p
-    assert p.flush(10) == 0
+    yield from run_lanes(env, tmp_path_factory, ("main", "critical"), "sched")
 
 
 @pytest.fixture(scope="module")
