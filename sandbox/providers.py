@@ -1,5 +1,5 @@
 """The provider APIs (APNs, FCM, SendGrid, Twilio, Amazon SES v2, Mailgun, Vonage SMS),
-answering with each provider's documented success and error shapes (../shared/PROVIDERS.md) so that real client libraries and our sinks run against them unchanged.
+answering with each provider's documented success and error shapes so that real client libraries and our sinks run against them unchanged.
 
 Each handler takes (state, path, headers, body) and returns (status, headers, body). APNs is
 on the hot path of the push benchmark: it does the provider's checks with plain header

@@ -2,7 +2,7 @@
 
 One request per task; the notification id rides as the custom variable ``v:nid``.
 Success 200 ``{"id": "<...>", "message": "Queued. Thank you."}``. Error codes beyond the
-HTTP status are unverified (../shared/PROVIDERS.md): 429/5xx retry, other 4xx fail.
+HTTP status are unverified: 429/5xx retry, other 4xx fail.
 """
 
 from __future__ import annotations

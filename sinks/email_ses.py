@@ -4,7 +4,7 @@ No boto3: the signature is AWS Signature Version 4 computed with hashlib/hmac (`
 One request per task (one recipient), the notification id rides in ``EmailTags`` as ``nid``.
 SES has no idempotency key: a retry after a timeout can send the mail twice.
 Errors: ``x-amzn-ErrorType`` header (``Type`` or ``Type:uri``) + JSON ``{"message": ...}``;
-see ../shared/PROVIDERS.md.
+see the provider's API documentation.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Always HTTP 200: the outcome is each ``messages[].status`` (+ ``error-text``). A long text is
 split by Vonage into several messages; the send counts as sent only if all are status 0.
-The notification id rides as ``client-ref``.  ../shared/PROVIDERS.md:
+The notification id rides as ``client-ref``.  from each provider's API documentation:
 0 ok; 1 throttled and 5 internal: retry; 2/3/6/7/9/12/15 permanent; 4/8 credentials/account.
 """
 

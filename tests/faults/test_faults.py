@@ -3,8 +3,8 @@
 Every test publishes a run of notifications, injects one fault, and checks the golden
 rules at the provider (the sandbox's record of what it accepted): every accepted
 notification delivered, none lost, none duplicated.  The summary table is printed at the
-end of the pytest run (``fault suite`` section).  ../shared/PROVIDERS.md lists the real
-incidents these come from.
+end of the pytest run (``fault suite`` section); they are the real provider
+incidents these come from (the README, "Delivery guarantees").
 """
 
 from __future__ import annotations
