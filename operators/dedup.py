@@ -8,6 +8,10 @@ dict doubles as the expiry queue, because every entry gets the same TTL.
 from __future__ import annotations
 
 from hashlib import blake2b
+from itertools import islice
+
+MIN_SWEEP = 10_000  # entries a sweep may look at even when the window did not grow
+BACKLOG_SHARE = 8  # and 1/8 of the window on top of its growth
 
 
 def stable_hash(key: str) -> int:
@@ -17,11 +21,12 @@ def stable_hash(key: str) -> int:
 class Dedup:
     """Remembers event keys for ``ttl_ms``; ``seen`` answers and records in one call."""
 
-    __slots__ = ("ttl_ms", "expiry")
+    __slots__ = ("ttl_ms", "expiry", "_len_swept")
 
     def __init__(self, ttl_ms: int, expiry: dict[int, int] | None = None) -> None:
         self.ttl_ms = ttl_ms
         self.expiry: dict[int, int] = expiry if expiry is not None else {}
+        self._len_swept = 0  # the size the last sweep left: growth since is what was added
 
     def seen(self, key: str, now_ms: int) -> bool:
         """True if ``key`` was recorded less than ttl ago; otherwise record it now."""
@@ -34,23 +39,26 @@ class Dedup:
         self.expiry[h] = now_ms + self.ttl_ms
         return False
 
-    def sweep(self, now_ms: int, limit: int = 10_000) -> int:
-        """Drop up to ``limit`` expired entries from the head; returns how many."""
-        n = 0
+    def sweep(self, now_ms: int) -> int:
+        """Drop expired entries from the head; returns how many.
+
+        A call looks at no more than the window grew since the last sweep plus an eighth of
+        it (at least ``MIN_SWEEP``): eviction keeps up with any insert rate, so the size
+        levels off at rate x TTL, and a backlog (a restore, a burst) drains in a few calls,
+        while one call's work stays bounded.  A fixed cap would let the window grow
+        without bound at any rate above cap/interval."""
         exp = self.expiry
-        for h in list(_head(exp, limit)):
-            if exp[h] > now_ms:
+        size = len(exp)
+        budget = max(MIN_SWEEP, size - self._len_swept + size // BACKLOG_SHARE)
+        dead = []
+        for h, e in islice(exp.items(), budget):
+            if e > now_ms:
                 break
+            dead.append(h)
+        for h in dead:
             del exp[h]
-            n += 1
-        return n
+        self._len_swept = len(exp)
+        return len(dead)
 
     def __len__(self) -> int:
         return len(self.expiry)
-
-
-def _head(d: dict[int, int], n: int):
-    for i, k in enumerate(d):
-        if i >= n:
-            return
-        yield k
