@@ -151,10 +151,12 @@ class TokenBucket(_BucketBase):
 
     def __init__(self, client: redis.Redis, key: str, rate_per_s: float,
                  burst: float | None = None, *, reserve: float = 0.0, poll_s: float = 0.01,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(key, rate_per_s, burst, poll_s, reserve)
         self._script = client.register_script(TAKE_LUA)
         self._sleep = sleep
+        self._clock = clock  # for max_wait_s deadlines (the bucket itself runs on Redis TIME)
 
     def take(self, want: float, min_take: float, critical: bool = False) -> tuple[float, float]:
         """One atomic take: (granted, wait_s).  Raises ValueError if min_take > burst."""
@@ -179,7 +181,7 @@ class TokenBucket(_BucketBase):
         granted) once ``max_wait_s`` has gone by.  Send each part as it comes: the
         provider then sees the rate, not bursts of a whole batch."""
         remaining = float(n)
-        deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+        deadline = None if max_wait_s is None else self._clock() + max_wait_s
         keep = self._keep(critical)
         while remaining > EPS:
             got, wait = self.take(remaining, self._bite(remaining, keep), critical)
@@ -188,7 +190,7 @@ class TokenBucket(_BucketBase):
                 yield got
                 continue
             if deadline is not None:
-                left = deadline - time.monotonic()
+                left = deadline - self._clock()
                 if left <= 0:
                     return
                 wait = min(wait, left)
@@ -196,10 +198,10 @@ class TokenBucket(_BucketBase):
 
     def acquire(self, n: float = 1, critical: bool = False) -> float:
         """Wait until n tokens are granted (in parts when n > burst); seconds waited."""
-        t0 = time.monotonic()
+        t0 = self._clock()
         for _ in self.grants(n, critical=critical):
             pass
-        return time.monotonic() - t0
+        return self._clock() - t0
 
 
 class AsyncTokenBucket(_BucketBase):
@@ -253,19 +255,33 @@ class AsyncTokenBucket(_BucketBase):
 
 
 def grants_all(buckets: Sequence[TokenBucket], n: int, max_wait_s: float | None = None,
-               critical: bool = False) -> Iterator[int]:
+               critical: bool = False,
+               clock: Callable[[], float] = time.monotonic) -> Iterator[int]:
     """Whole parts of n granted by every bucket (an SMS needs its provider's token and its
     sender number's): parts come from the first bucket, the others then wait for the same
-    count.  Put the tightest bucket first."""
+    count.  Put the tightest bucket first.
+
+    Every bucket waits within the one ``max_wait_s`` deadline: a later bucket that does not
+    grant a whole part in time (another process drains it) ends the grants there, so the
+    caller defers the rest instead of the sink blocking without limit.  The first bucket's
+    tokens for the part not granted are spent (a bucket takes no refunds)."""
     if not buckets:
         if n > 0:
             yield n
         return
+    deadline = None if max_wait_s is None else clock() + max_wait_s
     first, rest = buckets[0], buckets[1:]
     for part in first.grants(n, max_wait_s, critical):
+        ok = round(part)
         for b in rest:
-            b.acquire(part, critical)
-        yield round(part)
+            left = None if deadline is None else max(0.0, deadline - clock())
+            ok = round(sum(b.grants(ok, left, critical)))
+            if not ok:
+                break
+        if ok:
+            yield ok
+        if ok < round(part):
+            return
 
 
 # --- the sinks' side: one bucket per provider, one per SMS sender number ----------------
@@ -297,8 +313,12 @@ class ProviderLimits:
     Critical tasks go first and may use the ``rate_critical_reserve`` share of each bucket
     that bulk sends leave alone."""
 
-    def __init__(self, cfg: Settings, client: redis.Redis | None = None) -> None:
+    def __init__(self, cfg: Settings, client: redis.Redis | None = None, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._cfg = cfg
+        self._sleep = sleep
+        self._clock = clock
         self._r = client or redis.Redis.from_url(cfg.redis_url, socket_timeout=2,
                                                  socket_connect_timeout=2)
         self._owned = client is None
@@ -309,7 +329,8 @@ class ProviderLimits:
             return None
         burst = max(1.0, rate * self._cfg.rate_burst_s)
         return TokenBucket(self._r, key, rate, burst,
-                           reserve=bulk_reserve(burst, self._cfg.rate_critical_reserve))
+                           reserve=bulk_reserve(burst, self._cfg.rate_critical_reserve),
+                           sleep=self._sleep, clock=self._clock)
 
     def buckets_for(self, provider: str) -> list[TokenBucket]:
         """Tightest first: the sender number's (SMS), then the provider's."""
@@ -350,7 +371,8 @@ class ProviderLimits:
         i = 0
         t0 = time.monotonic()
         sending = 0.0
-        for part in grants_all(buckets, len(tasks), self._cfg.rate_max_wait_s, critical):
+        for part in grants_all(buckets, len(tasks), self._cfg.rate_max_wait_s, critical,
+                               self._clock):
             s0 = time.monotonic()
             out += send_fn(tasks[i:i + part])
             sending += time.monotonic() - s0
