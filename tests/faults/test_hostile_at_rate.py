@@ -61,8 +61,12 @@ def rejected_marks(brokers: str, prefix: bytes) -> set[bytes]:
                 continue
             if m.offset() + 1 >= ends[m.partition()]:
                 done.add(m.partition())
-            v = m.value()
-            b64 = orjson.loads(v).get("payload_b64")
+            v = m.value() or b""
+            try:
+                b64 = orjson.loads(v).get("payload_b64")
+            except orjson.JSONDecodeError:  # not one of ours: say so, search its bytes
+                print(f"notify.rejected[{m.partition()}]@{m.offset()} is not JSON: {v[:80]!r}")
+                b64 = None
             if b64:
                 v += base64.b64decode(b64)
             j = v.find(prefix)
