@@ -59,6 +59,12 @@ def _control(method: str, path: str, query: str, body: bytes) -> providers.Resp:
         except ValueError:
             return _j(400, {"error": "offset and limit must be integers"})
         return _j(200, state.read(provider, max(offset, 0), max(limit, 0)))
+    if path == "/_sandbox/visible" and method == "GET":
+        qs = {k: v[0] for k, v in parse_qs(query).items()}
+        provider = qs.get("provider") or None
+        if provider is not None and provider not in PROVIDERS:
+            return _j(400, {"error": f"provider must be one of {PROVIDERS}"})
+        return _j(200, state.visible(provider, qs.get("target_prefix", "")))
     if path == "/_sandbox/stats" and method == "GET":
         return _j(200, state.stats())
     return _j(404, {"error": f"no such control endpoint {method} {path}"})

@@ -60,3 +60,13 @@ class SandboxControl:
         r = self._c.get("/_sandbox/stats")
         r.raise_for_status()
         return r.json()
+
+    def visible(self, provider: str | None = None, target_prefix: str = "") -> dict[str, int]:
+        """What people would see: {"devices", "shown", "visible_duplicates",
+        "transport_duplicates"} (sandbox/devices.py), of one provider or of all, of the
+        devices whose target starts with ``target_prefix`` (all when empty)."""
+        params = {k: v for k, v in (("provider", provider), ("target_prefix", target_prefix))
+                  if v}
+        r = self._c.get("/_sandbox/visible", params=params)
+        r.raise_for_status()
+        return r.json()

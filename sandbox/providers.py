@@ -119,6 +119,20 @@ def _fcm_err(status: int, message: str, code: str | None = None,
                                         "details": details}}, headers)
 
 
+def _fcm_identity(android: dict, apns: object) -> str | None:
+    """What the device replaces a shown notification by: Android's ``notification.tag``,
+    else (an iOS device reached through FCM) the APNs override's ``apns-collapse-id``.
+    ``android.collapse_key`` is not one: it only collapses messages stored for an offline
+    device."""
+    note = android.get("notification")
+    tag = note.get("tag") if type(note) is dict else None
+    if tag is not None:
+        return str(tag)
+    headers = apns.get("headers") if type(apns) is dict else None
+    cid = headers.get("apns-collapse-id") if type(headers) is dict else None
+    return None if cid is None else str(cid)
+
+
 def fcm(st: State, path: str, h, body: bytes) -> Resp:
     project, _, rest = path[13:].partition("/")  # len("/v1/projects/")
     if rest != "messages:send" or not project:
@@ -164,7 +178,7 @@ def fcm(st: State, path: str, h, body: bytes) -> Resp:
     else:
         target = str(msg[targets[0]])
     st.accept("fcm", target, data.get("nid"), note.get("title"), note.get("body"),
-              android.get("collapse_key"), prio)
+              _fcm_identity(android, msg.get("apns")), prio)
     return json_resp(200, {"name": f"projects/{project}/messages/0:{next(_ids)}%sandbox"})
 
 

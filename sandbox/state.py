@@ -2,14 +2,17 @@
 
 It lives in the one granian worker process. Recording sits on the per-request path of a
 push benchmark, so it is one tuple append per accepted message and one dict increment per
-answer; dicts for the control API are built only when someone reads them.
+answer; dicts for the control API, and the devices' notification lists
+(sandbox/devices.py), are built only when someone reads them.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from sandbox.devices import Devices, Figures
 
 PROVIDERS = ("apns", "fcm", "sendgrid", "twilio", "ses", "mailgun", "vonage")
 FIELDS = ("provider", "target", "nid", "title", "body", "collapse_id", "priority", "ts_ms")
@@ -63,6 +66,8 @@ class State:
         self.messages: dict[str, list[tuple]] = {p: [] for p in PROVIDERS}
         self.status: dict[str, dict[int, int]] = {p: {} for p in PROVIDERS}
         self.faults: dict[str, Fault] = {}
+        self.devices: dict[str, Devices] = {p: Devices() for p in PROVIDERS}
+        self._folded: dict[str, int] = dict.fromkeys(PROVIDERS, 0)  # messages folded in
 
     def accept(self, provider: str, target: str, nid: str | None, title: str | None,
                body: str | None, collapse_id: str | None = None,
@@ -93,3 +98,17 @@ class State:
             out[p] = {"accepted": ok, "rejected": sum(c.values()) - ok,
                       "by_status": {str(s): n for s, n in sorted(c.items())}}
         return out
+
+    def visible(self, provider: str | None = None, target_prefix: str = "") -> dict:
+        """What people would see on their devices (of one provider, or of all; of the
+        targets starting with ``target_prefix``): devices, notifications shown, visible and
+        transport duplicates (sandbox/devices.py).  Folds in the messages accepted since
+        the last call."""
+        out = Figures()
+        for p in (provider,) if provider is not None else PROVIDERS:
+            msgs, devs = self.messages[p], self.devices[p]
+            for m in msgs[self._folded[p]:]:
+                devs.add(m[1], m[2], m[5])
+            self._folded[p] = len(msgs)
+            out.add(devs.figures_of(target_prefix) if target_prefix else devs.figures)
+        return asdict(out)

@@ -14,7 +14,7 @@ from hashlib import blake2b, sha1
 import orjson
 
 from notiflow.config import Settings
-from schemas.task import DeliveryTask
+from schemas.task import DeliveryTask, collapse_identity
 from sinks import results as R
 from sinks.push_transport import HttpReq, HttpResp, PushTransport, send_checked
 
@@ -63,7 +63,9 @@ def payload(t: DeliveryTask) -> bytes:
 
 
 def build_request(t: DeliveryTask, cfg: Settings) -> HttpReq:
-    """POST {apns_url}/3/device/{token} with the provider-token headers (pure)."""
+    """POST {apns_url}/3/device/{token} with the provider-token headers (pure).  Every
+    push carries an apns-collapse-id (``collapse_identity``): a re-send after a crash
+    replaces the shown notification instead of adding a second one."""
     headers = [
         ("authorization", f"bearer {cfg.apns_auth_token.get_secret_value()}"),
         ("apns-topic", cfg.apns_topic),
@@ -71,10 +73,9 @@ def build_request(t: DeliveryTask, cfg: Settings) -> HttpReq:
         ("apns-priority", "10" if t.priority in ("critical", "high") else "5"),
         ("apns-expiration", str(t.expires_ms // 1000)),  # epoch s; 0: deliver now or never
         ("apns-id", apns_id(t)),
+        ("apns-collapse-id", collapse_id(collapse_identity(t))),
         ("content-type", "application/json"),
     ]
-    if t.collapse_key:
-        headers.append(("apns-collapse-id", collapse_id(t.collapse_key)))
     return HttpReq(f"{cfg.apns_url}/3/device/{t.address}", headers, payload(t))
 
 
@@ -106,6 +107,9 @@ def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
     return R.failed(t, text)
 
 
-def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
-    """One multiplexed batch; results in the order of ``tasks``."""
-    return send_checked(transport, tasks, lambda t: build_request(t, cfg), classify, check)
+def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings,
+         on_result=None) -> list[R.SendResult]:
+    """One multiplexed batch; results in the order of ``tasks`` (and to ``on_result`` as
+    each answer arrives)."""
+    return send_checked(transport, tasks, lambda t: build_request(t, cfg), classify, check,
+                        on_result)

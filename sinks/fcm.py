@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 
 from notiflow.config import Settings
-from schemas.task import DeliveryTask
+from schemas.task import DeliveryTask, collapse_identity
 from sinks import results as R
 from sinks.apns import collapse_id
 from sinks.push_transport import HttpReq, HttpResp, PushTransport, send_checked
@@ -29,15 +29,24 @@ def _str(v: object) -> str:
 def message(t: DeliveryTask) -> dict:
     """The v1 ``{"message": ...}`` body: data values are strings (FCM requires it), the
     notification id rides in ``data.nid``; ``apns.headers`` carry the same priority,
-    collapse id and expiry for iOS devices reached through FCM."""
+    collapse id and expiry for iOS devices reached through FCM.
+
+    Every message carries its ``collapse_identity`` where a device replaces what it shows:
+    ``android.notification.tag`` and the APNs override's ``apns-collapse-id``, so a re-send
+    after a crash replaces itself.  ``android.collapse_key`` only collapses messages FCM
+    stores for an offline device, and FCM keeps at most four distinct keys a device (which
+    four is not guaranteed): it is set only from the request's own collapse_key, never per
+    notification, or offline devices could lose messages."""
     data = {k: _str(v) for k, v in (t.data or {}).items()}
     data["nid"] = t.notification_id
     urgent = t.priority in ("critical", "high")
-    android: dict = {"priority": "HIGH" if urgent else "NORMAL"}
-    apns_headers = {"apns-priority": "10" if urgent else "5"}
+    ident = collapse_identity(t)
+    android: dict = {"priority": "HIGH" if urgent else "NORMAL",
+                     "notification": {"tag": ident}}
+    apns_headers = {"apns-priority": "10" if urgent else "5",
+                    "apns-collapse-id": collapse_id(ident)}
     if t.collapse_key:
         android["collapse_key"] = t.collapse_key
-        apns_headers["apns-collapse-id"] = collapse_id(t.collapse_key)
     if t.expires_ms:
         android["ttl"] = f"{max(0, (t.expires_ms - t.created_ms) // 1000)}s"
         apns_headers["apns-expiration"] = str(t.expires_ms // 1000)
@@ -112,6 +121,9 @@ def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
     return R.failed(t, text)
 
 
-def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
-    """One multiplexed batch; results in the order of ``tasks``."""
-    return send_checked(transport, tasks, lambda t: build_request(t, cfg), classify, check)
+def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings,
+         on_result=None) -> list[R.SendResult]:
+    """One multiplexed batch; results in the order of ``tasks`` (and to ``on_result`` as
+    each answer arrives)."""
+    return send_checked(transport, tasks, lambda t: build_request(t, cfg), classify, check,
+                        on_result)

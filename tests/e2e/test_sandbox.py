@@ -24,7 +24,11 @@ from sendgrid import SendGridAPIClient
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client as TwilioClient
 
+from notiflow.config import Settings
 from sandbox.client import SandboxControl
+from schemas.task import DeliveryTask
+from sinks import apns, fcm
+from sinks.push_transport import CurlTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 APNS_HEADERS = {"authorization": "bearer jwt", "apns-topic": "com.example.app",
@@ -158,7 +162,8 @@ def test_sandbox_fcm_over_h2c_accepts_and_reports_unregistered(sandbox_url, sb):
     with httpx.Client(http1=False, http2=True) as h:
         ok = h.post(url, headers={"authorization": "Bearer oauth"}, json={"message": {
             "token": "tok-1", "notification": {"title": "T", "body": "B"},
-            "data": {"nid": "n-fcm-1"}, "android": {"collapse_key": "ck", "priority": "high"}}})
+            "data": {"nid": "n-fcm-1"}, "android": {"collapse_key": "ck", "priority": "high",
+                                                    "notification": {"tag": "tag-1"}}}})
         assert ok.http_version == "HTTP/2" and ok.status_code == 200
         assert ok.json()["name"].startswith("projects/demo/messages/")
         gone = h.post(url, headers={"authorization": "Bearer oauth"},
@@ -174,7 +179,9 @@ def test_sandbox_fcm_over_h2c_accepts_and_reports_unregistered(sandbox_url, sb):
         assert h.post(url, json={"message": {"token": "t"}}).json()["error"]["status"] == \
             "UNAUTHENTICATED"
     [m] = sb.messages("fcm")
-    assert (m["target"], m["nid"], m["title"], m["collapse_id"]) == ("tok-1", "n-fcm-1", "T", "ck")
+    # the device replaces by the notification tag; collapse_key only collapses offline storage
+    assert (m["target"], m["nid"], m["title"], m["collapse_id"]) == ("tok-1", "n-fcm-1", "T",
+                                                                      "tag-1")
 
 
 def test_sandbox_sendgrid_library_gets_202_and_personalization_limit(sandbox_url, sb):
@@ -269,3 +276,53 @@ def test_sandbox_stats_and_messages_read_back_and_reset(sandbox_url, sb):
     assert [m["nid"] for m in sb.messages()] == ["a", "b"]
     sb.reset()
     assert sb.messages() == [] and sb.stats()["apns"]["by_status"] == {}
+
+
+# --- the device model: what a person would see ------------------------------------------
+def test_sandbox_visible_counts_a_resend_without_collapse_id_as_seen_twice(sandbox_url, sb):
+    """A device shows every notification without identity: the same nid twice is a visible
+    duplicate; with an apns-collapse-id the second replaces the first."""
+    for _ in range(2):
+        curl_apns(sandbox_url, "tok-a", {"aps": {"alert": "x"}, "nid": "plain"})
+        curl_apns(sandbox_url, "tok-a", {"aps": {"alert": "x"}, "nid": "keyed"},
+                  {**APNS_HEADERS, "apns-collapse-id": "k-1"})
+    assert sb.visible() == {"devices": 1, "shown": 3, "visible_duplicates": 1,
+                            "transport_duplicates": 2}
+
+
+def test_sandbox_visible_through_the_apns_and_fcm_sinks(sandbox_url, sb):
+    """The sinks' own requests (libcurl over h2c), each sent twice: two transport
+    duplicates a provider, no visible one: the collapse identity replaces the first."""
+    cfg = Settings(apns_url=sandbox_url, fcm_url=sandbox_url)
+
+    def task(provider: str, nid: str, address: str, collapse_key: str | None) -> DeliveryTask:
+        return DeliveryTask(notification_id=nid, user_id="u1", type="social.like",
+                            priority="high", channel="push", provider=provider,
+                            target_id="phone", address=address, title="T", body="B",
+                            template=None, data=None, collapse_key=collapse_key,
+                            created_ms=int(time.time() * 1000))
+
+    ios = [task("apns", "n1", "ab" * 32, None), task("apns", "n2", "ab" * 32, "like:9")]
+    android = [task("fcm", "n1", "tok-and", None), task("fcm", "n2", "tok-and", "like:9")]
+    t = CurlTransport(5)
+    try:
+        for _ in range(2):
+            assert {r.status for r in apns.send(t, ios, cfg)} == {"sent"}
+            assert {r.status for r in fcm.send(t, android, cfg)} == {"sent"}
+    finally:
+        t.close()
+    want = {"devices": 1, "shown": 2, "visible_duplicates": 0, "transport_duplicates": 2}
+    assert sb.visible("apns") == want and sb.visible("fcm") == want
+    assert sb.visible()["transport_duplicates"] == 4
+    assert sb.visible(target_prefix="tok-and")["devices"] == 1
+
+
+def test_sandbox_visible_rejects_an_unknown_provider_and_reset_clears_it(sandbox_url, sb):
+    curl_apns(sandbox_url, "tok", {"aps": {}, "nid": "n"})
+    curl_apns(sandbox_url, "tok", {"aps": {}, "nid": "n"})
+    assert sb.visible("apns")["visible_duplicates"] == 1
+    r = httpx.get(f"{sandbox_url}/_sandbox/visible", params={"provider": "pigeon"})
+    assert r.status_code == 400
+    sb.reset()
+    assert sb.visible() == {"devices": 0, "shown": 0, "visible_duplicates": 0,
+                            "transport_duplicates": 0}

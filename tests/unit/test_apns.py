@@ -1,12 +1,15 @@
 """APNs request building and classification, from Apple's documented answers (no network)."""
 
+import re
 import uuid
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from notiflow.config import Settings
-from schemas.task import DeliveryTask
+from schemas.task import DeliveryTask, collapse_identity
 from sinks import apns
 from sinks.push_transport import HttpResp
 
@@ -37,9 +40,37 @@ def test_apns_build_request_priority_10_only_for_urgent(priority, want):
     assert dict(apns.build_request(task(priority=priority), CFG).headers)["apns-priority"] == want
 
 
-def test_apns_build_request_without_expiry_or_collapse_key():
+def collapse(**kw) -> str:
+    return dict(apns.build_request(task(**kw), CFG).headers)["apns-collapse-id"]
+
+
+def test_apns_build_request_without_expiry_or_collapse_key_still_has_a_collapse_id():
     h = dict(apns.build_request(task(expires_ms=0, collapse_key=None), CFG).headers)
-    assert h["apns-expiration"] == "0" and "apns-collapse-id" not in h
+    assert h["apns-expiration"] == "0" and h["apns-collapse-id"] == collapse_identity(
+        task(collapse_key=None))
+
+
+def test_apns_collapse_id_without_collapse_key_is_one_per_notification_and_user():
+    """A re-send (same notification, same user, any attempt or device) carries the same
+    collapse id, so the device replaces it; another notification or user never does."""
+    first = collapse(collapse_key=None)
+    assert collapse(collapse_key=None, attempt=4, target_id="tablet", address="cd" * 32) == first
+    assert collapse(collapse_key=None, notification_id="n2") != first
+    assert collapse(collapse_key=None, user_id="u2") != first
+    assert collapse(collapse_key=None, user_id="u1n", notification_id="1") != first
+    assert re.fullmatch(r"[!-~]{1,64}", first)  # printable ASCII: a safe header value
+
+
+def test_apns_collapse_id_of_a_request_collapse_key_is_shared_by_its_notifications():
+    """The product's "replace the previous one" (and a bundle, whose task keeps the
+    collapse key) keeps its identity across notification ids."""
+    assert collapse(notification_id="n1") == collapse(notification_id="b-77") == "like:9"
+
+
+@given(st.text(min_size=1, max_size=64), st.text(min_size=1, max_size=264))
+def test_apns_collapse_id_is_always_a_safe_header_within_64_bytes(user, nid):
+    cid = collapse(collapse_key=None, user_id=user, notification_id=nid)
+    assert len(cid.encode()) <= 64 and "\r" not in cid and "\n" not in cid
 
 
 def test_apns_id_is_uuid5_of_notification_and_token():

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from notiflow.config import Settings
-from schemas.task import DeliveryTask
+from schemas.task import DeliveryTask, collapse_identity
 from sinks import fcm
 from sinks.push_transport import HttpResp
 
@@ -42,15 +42,39 @@ def test_fcm_message_has_string_data_with_nid():
 
 def test_fcm_message_android_and_apns_options():
     m = fcm.message(task())["message"]
-    assert m["android"] == {"priority": "HIGH", "collapse_key": "like:9", "ttl": "3600s"}
+    assert m["android"] == {"priority": "HIGH", "collapse_key": "like:9", "ttl": "3600s",
+                            "notification": {"tag": "like:9"}}
     assert m["apns"]["headers"] == {"apns-priority": "10", "apns-collapse-id": "like:9",
                                     "apns-expiration": "4600"}
 
 
 def test_fcm_message_normal_priority_without_expiry():
-    m = fcm.message(task(priority="normal", expires_ms=0, collapse_key=None))["message"]
-    assert m["android"] == {"priority": "NORMAL"}
-    assert m["apns"] == {"headers": {"apns-priority": "5"}}
+    t = task(priority="normal", expires_ms=0, collapse_key=None)
+    m = fcm.message(t)["message"]
+    ident = collapse_identity(t)
+    assert m["android"] == {"priority": "NORMAL", "notification": {"tag": ident}}
+    assert m["apns"] == {"headers": {"apns-priority": "5", "apns-collapse-id": ident}}
+
+
+def test_fcm_every_message_has_a_per_notification_tag_but_no_invented_collapse_key():
+    """The tag (Android) and apns-collapse-id (iOS through FCM) make a re-send replace the
+    shown notification; android.collapse_key stays the request's own (FCM keeps at most
+    four distinct ones a device while it is offline)."""
+    one = fcm.message(task(collapse_key=None))["message"]
+    again = fcm.message(task(collapse_key=None, attempt=2, address="tok-2"))["message"]
+    other = fcm.message(task(collapse_key=None, notification_id="n2"))["message"]
+    tag = one["android"]["notification"]["tag"]
+    assert "collapse_key" not in one["android"]
+    assert again["android"]["notification"]["tag"] == tag
+    assert other["android"]["notification"]["tag"] != tag
+    assert one["apns"]["headers"]["apns-collapse-id"] == tag
+    assert again["apns"]["headers"]["apns-collapse-id"] == tag
+
+
+def test_fcm_long_collapse_key_tag_is_kept_and_apns_override_is_shortened():
+    m = fcm.message(task(collapse_key="k" * 100))["message"]
+    assert m["android"]["notification"]["tag"] == "k" * 100
+    assert len(m["apns"]["headers"]["apns-collapse-id"].encode()) <= 64
 
 
 def test_fcm_message_critical_plays_sound_on_ios():
