@@ -14,7 +14,7 @@ import orjson
 
 from notiflow.config import Settings
 from schemas.task import DeliveryTask
-from sinks import http_send
+from sinks import http_send, no_answer
 from sinks import results as R
 from sinks.push_transport import HttpReq, HttpResp
 
@@ -45,7 +45,7 @@ def build_request(t: DeliveryTask, cfg: Settings) -> HttpReq:
 
 def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
     if resp.error is not None:
-        return R.retry(t, f"mailgun connection: {resp.error}")
+        return no_answer.result(t, "mailgun", resp.error)
     try:
         doc = orjson.loads(resp.body)
     except orjson.JSONDecodeError:

@@ -22,6 +22,7 @@ from sendgrid import SendGridAPIClient
 
 from notiflow.config import Settings
 from schemas.task import DeliveryTask
+from sinks import no_answer
 from sinks import results as R
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def send_group(client: SendGridAPIClient, batch: list[DeliveryTask],
     except http_errors.HTTPError as e:  # the library raises for every status >= 400
         return classify_error(batch, e.status_code, e.headers, e.body)
     except (OSError, http.client.HTTPException) as e:  # refused, reset, timeout
-        return [R.retry(t, f"sendgrid connection: {type(e).__name__}: {e}") for t in batch]
+        return [no_answer.from_exception(t, "sendgrid", e) for t in batch]
     except Exception as e:  # never let one group sink the batch; retries are bounded
         log.exception("sendgrid send failed unexpectedly (n=%d)", len(batch))
         return [R.retry(t, f"sendgrid unexpected: {type(e).__name__}: {e}") for t in batch]

@@ -20,7 +20,7 @@ import orjson
 
 from notiflow.config import Settings
 from schemas.task import DeliveryTask
-from sinks import http_send
+from sinks import http_send, no_answer
 from sinks import results as R
 from sinks.push_transport import HttpReq, HttpResp
 
@@ -113,6 +113,8 @@ def error_type(resp: HttpResp) -> tuple[str, str]:
 
 
 def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
+    if resp.error is not None:
+        return no_answer.result(t, "ses", resp.error)
     early = R.answered_ok(t, resp, "ses", "MessageId")
     if early is not None:
         return early

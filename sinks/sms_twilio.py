@@ -20,6 +20,7 @@ from twilio.rest import Client
 
 from notiflow.config import Settings
 from schemas.task import DeliveryTask
+from sinks import no_answer
 from sinks import results as R
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def send_one(client: Client, t: DeliveryTask, cfg: Settings) -> R.SendResult:
     except TwilioRestException as e:
         return classify_error(t, e)
     except (TwilioException, OSError) as e:  # requests' connection errors/timeouts are OSError
-        return R.retry(t, f"twilio connection: {type(e).__name__}: {e}")
+        return no_answer.from_exception(t, "twilio", e)
     except Exception as e:  # one task's surprise never aborts the others; retries are bounded
         log.exception("twilio send failed unexpectedly")
         return R.retry(t, f"twilio unexpected: {type(e).__name__}: {e}")

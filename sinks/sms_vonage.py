@@ -15,7 +15,7 @@ import orjson
 
 from notiflow.config import Settings
 from schemas.task import DeliveryTask
-from sinks import http_send
+from sinks import http_send, no_answer
 from sinks import results as R
 from sinks.push_transport import HttpReq, HttpResp
 
@@ -45,7 +45,7 @@ def build_request(t: DeliveryTask, cfg: Settings) -> HttpReq:
 
 def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
     if resp.error is not None:
-        return R.retry(t, f"vonage connection: {resp.error}")
+        return no_answer.result(t, "vonage", resp.error)
     after = R.parse_retry_after(resp.headers.get("retry-after"))
     if resp.status != 200:  # not the API's answer: a gateway or outage in front of it
         text = f"vonage http {resp.status}"

@@ -81,7 +81,7 @@ def test_drained_secondary_bucket_defers_within_max_wait_instead_of_blocking(set
 def test_secondary_grants_what_it_can_then_the_rest_is_deferred(setup):
     clock, fake, limits = setup
     key = KEY_PREFIX + provider_key("twilio")
-    sent, deferred = [], []
+    sent: list = []
 
     def send_fn(part):
         if len(sent) + len(part) >= 12:  # from now on another process drains the provider
