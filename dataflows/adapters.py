@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -16,6 +16,8 @@ from operators.partition import PartitionProcessor, Routed
 from operators.retry_queue import RetryQueue
 from operators.user_state import UserState
 from schemas.retry import RetryEnvelope
+from schemas.task import DeliveryTask, decode_task, encode_task
+from sinks.delivery import BackgroundDelivery, Job, shared
 from sources.user_partitions import Batch
 
 Snap = tuple[int, dict[str, object]]
@@ -129,3 +131,51 @@ class RetryWaitLogic(StatefulBatchLogic[RetryEnvelope, list[RetryEnvelope], Retr
 
 def retry_wait_logic(resume: RetrySnap | None) -> RetryWaitLogic:
     return RetryWaitLogic(resume)
+
+
+DeliverSnap = list[bytes]  # the tasks handed to the channel's thread and not done: encoded
+POLL_DONE = timedelta(milliseconds=50)  # how often a step with work in flight looks again
+
+
+class DeliverLogic(StatefulBatchLogic[list[DeliveryTask], None, DeliverSnap]):
+    """A partition's sends of one channel, owned by the flow: handed to the process's
+    sending thread (``BackgroundDelivery``), so routing the next batch overlaps sending this
+    one, and kept in this step's snapshot until they are done.  A restart hands the
+    snapshot's tasks over again; the sent-markers skip those that had gone out."""
+
+    def __init__(self, bg: BackgroundDelivery, resume: DeliverSnap | None) -> None:
+        self._bg = bg
+        self._jobs: list[Job] = []
+        if resume:
+            self._hand([decode_task(raw) for raw in resume])
+
+    def _hand(self, tasks: list[DeliveryTask], probe: str | None = None) -> None:
+        job = Job(tasks, probe)
+        self._jobs.append(job)
+        self._bg.submit(job)
+
+    def on_batch(self, values: list[list[DeliveryTask]]) -> tuple[list[None], bool]:
+        self._jobs = [j for j in self._jobs if not j.done]
+        for tasks in values:
+            self._hand(list(tasks), getattr(tasks, "probe", None))
+        return [], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[None], bool]:
+        self._jobs = [j for j in self._jobs if not j.done]
+        # nothing in flight: no state to keep (a new batch builds the step again)
+        return [], StatefulBatchLogic.DISCARD if not self._jobs else StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[None], bool]:
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        # while work is in flight, wake up to notice it is done (and snapshot that)
+        return datetime.now(UTC) + POLL_DONE if self._jobs else None
+
+    def snapshot(self) -> DeliverSnap:
+        return [encode_task(t) for j in self._jobs if not j.done for t in j.tasks]
+
+
+def deliver_logic(channel: str, cfg: Settings):
+    """Builder for the deliver step of ``channel`` (``op.stateful_batch``)."""
+    return lambda resume: DeliverLogic(shared(channel, cfg), resume)

@@ -1,7 +1,8 @@
 """One lane of notifications: requests (bulk) or critical, same steps, own workers.
 
-    in ──► route (join settings+devices, validate, dedup, preferences) ──► push / email / sms / inapp
-                │                                                          (send, then receipts)
+    in ──► route (join settings+devices, validate, dedup, preferences) ──► {ch}-deliver
+                │                          (push / email / sms / inapp: sent on the channel's
+                │                           own thread, in flight kept in the step's snapshot)
                 └──► routed-out: receipts of what is not sent, notify.rejected, re-routed records
 """
 
@@ -10,13 +11,13 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from dataflows.adapters import partition_logic
+from dataflows.adapters import deliver_logic, partition_logic
 from notiflow import logs, metrics
 from notiflow.config import Settings, get_settings
 from notiflow.topics import DEVICES, PRESENCE, REQUESTS, SETTINGS, SUBSCRIPTIONS, name
 from operators.partition import Routed
 from schemas.request import CHANNELS
-from sinks.bytewax_sinks import DeliverySink, RoutedSink
+from sinks.bytewax_sinks import RoutedSink
 from sources.user_partitions import CrashLoopConfig, UserPartitionedSource
 
 
@@ -32,15 +33,18 @@ def _unkey(kv: tuple[str, Routed]) -> Routed:
 
 
 def _pick(channel: str):
-    def pick(r: Routed):
+    """(partition key, this channel's tasks) of a routed batch, or None."""
+
+    def pick(kv: tuple[str, Routed]):
+        key, r = kv
         tasks = getattr(r, channel)
         if not tasks:
             return None
         if r.probe is None:
-            return tasks
+            return key, tasks
         probed = Probed(tasks)
         probed.probe = r.probe
-        return probed
+        return key, probed
 
     return pick
 
@@ -66,6 +70,6 @@ def build_flow(lane: str, cfg: Settings | None = None) -> Dataflow:
     routed = op.map("unkey", keyed, _unkey)  # Routed
     op.output("routed-out", routed, RoutedSink(cfg, lane))
     for ch in CHANNELS:
-        tasks = op.filter_map(f"{ch}-tasks", routed, _pick(ch))  # [DeliveryTask]
-        op.output(f"{ch}-out", tasks, DeliverySink(ch, cfg))
+        tasks = op.filter_map(f"{ch}-tasks", keyed, _pick(ch))  # (pkey, [DeliveryTask])
+        op.stateful_batch(f"{ch}-deliver", tasks, deliver_logic(ch, cfg))
     return flow

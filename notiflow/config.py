@@ -48,7 +48,15 @@ class Settings(BaseSettings):
     sent_marker_ttl_s: int = 48 * 3600
     source_batch: int = 2000
     source_poll_s: float = 0.005
+    # where requests begin without a snapshot (sources/fresh_start.py): the source group's
+    # committed offsets | now - sent_marker_ttl_s | the beginning (tests, development)
+    fresh_start: Literal["committed", "time", "earliest"] = "committed"
     receipts_batch_rows: int = 2000
+    # the deliver step (sinks/delivery.py): tasks waiting for a channel's sending thread
+    # before the flow waits too, and tasks sent in one round (markers and receipts go out
+    # as answers arrive within a round)
+    deliver_queue_max: int = 8000
+    deliver_round_max: int = 4000
     # crash-loop breaker (operators/crash_loop.py): a record in flight when the flow died
     # this many times in a row is skipped to notify.rejected (0: off)
     crash_loop_limit: int = 3

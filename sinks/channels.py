@@ -104,7 +104,10 @@ class PushSender:
         self.breakers = {p: new_breaker(cfg, p) for p in self._mods}
         self._limits = ProviderLimits(cfg)  # shared token buckets: sends wait for tokens
 
-    def send(self, tasks: list[DeliveryTask]) -> list[SendResult]:
+    streams_answers = True  # send() reports each answer as it arrives (on_result)
+
+    def send(self, tasks: list[DeliveryTask],
+             on_result: Callable[[SendResult], None] | None = None) -> list[SendResult]:
         out: list[SendResult] = []
         for provider, mod in self._mods.items():
             mine = [t for t in tasks if t.provider == provider]
@@ -116,7 +119,8 @@ class PushSender:
                 out += [SendResult(t, "retry", f"{provider} circuit breaker open") for t in mine]
                 continue
             results, deferred = self._limits.send(
-                provider, mine, lambda part, mod=mod: mod.send(self._transport, part, self._cfg))
+                provider, mine,
+                lambda part, mod=mod: mod.send(self._transport, part, self._cfg, on_result))
             if results and all(r.status == "retry" for r in results):
                 b.record_failure(int(time.time() * 1000))
             elif results:

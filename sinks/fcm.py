@@ -121,6 +121,9 @@ def classify(t: DeliveryTask, resp: HttpResp) -> R.SendResult:
     return R.failed(t, text)
 
 
-def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings) -> list[R.SendResult]:
-    """One multiplexed batch; results in the order of ``tasks``."""
-    return send_checked(transport, tasks, lambda t: build_request(t, cfg), classify, check)
+def send(transport: PushTransport, tasks: list[DeliveryTask], cfg: Settings,
+         on_result=None) -> list[R.SendResult]:
+    """One multiplexed batch; results in the order of ``tasks`` (and to ``on_result`` as
+    each answer arrives)."""
+    return send_checked(transport, tasks, lambda t: build_request(t, cfg), classify, check,
+                        on_result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Protocol
@@ -34,10 +35,15 @@ class HttpResp:
     error: str | None = None  # connection error / timeout
 
 
+OnAnswer = Callable[[int, HttpResp], None]
+
+
 class PushTransport(Protocol):
-    def send(self, reqs: list[HttpReq]) -> list[HttpResp]:
+    def send(self, reqs: list[HttpReq], on_answer: OnAnswer | None = None) -> list[HttpResp]:
         """Send every request (concurrently where the transport can); one answer each, in
-        order.  Never raises for a request's own failure: that is ``HttpResp.error``."""
+        order, and ``on_answer(index, answer)`` as each arrives (the sink marks sends while
+        others are still on the wire).  Never raises for a request's own failure: that is
+        ``HttpResp.error``."""
         ...
 
     def close(self) -> None: ...
@@ -112,7 +118,7 @@ class CurlTransport(_OneThread):
         c.setopt(pc.CONNECTTIMEOUT_MS, min(self._timeout_ms, 5000))
         return c
 
-    def send(self, reqs: list[HttpReq]) -> list[HttpResp]:
+    def send(self, reqs: list[HttpReq], on_answer: OnAnswer | None = None) -> list[HttpResp]:
         """Every request through one multi handle: at most ``max_streams`` in flight, a new
         one started as soon as one finishes (a sliding window, not rounds)."""
         self._check_thread()
@@ -132,9 +138,9 @@ class CurlTransport(_OneThread):
                 while True:
                     queued, ok, bad = m.info_read()
                     for c in ok:
-                        self._finish(c, active, out, None)
+                        self._finish(c, active, out, None, on_answer)
                     for c, errno, msg in bad:
-                        self._finish(c, active, out, msg or f"curl error {errno}")
+                        self._finish(c, active, out, msg or f"curl error {errno}", on_answer)
                     if not queued:
                         break
                 # wait for the sockets only when no free slot can take a new request
@@ -163,7 +169,8 @@ class CurlTransport(_OneThread):
             raise
         active[id(c)] = (c, k, buf, hbuf)
 
-    def _finish(self, c, active: dict[int, tuple], out: list, error: str | None) -> None:
+    def _finish(self, c, active: dict[int, tuple], out: list, error: str | None,
+                on_answer: OnAnswer | None) -> None:
         _, k, buf, hbuf = active.pop(id(c))
         self._multi.remove_handle(c)
         if error is not None:
@@ -172,6 +179,8 @@ class CurlTransport(_OneThread):
             out[k] = HttpResp(c.getinfo(self._pc.RESPONSE_CODE), parse_headers(hbuf.getvalue()),
                               buf.getvalue())
         self._release(c)
+        if on_answer is not None:
+            on_answer(k, out[k])
 
     def _release(self, c) -> None:
         c.setopt(self._pc.WRITEDATA, _SINK)  # drop references to this batch's buffers
@@ -236,7 +245,7 @@ class HttpxTransport(_OneThread):
         self._httpx = httpx
         self._c = httpx.Client(http1=False, http2=True, timeout=timeout_s)
 
-    def send(self, reqs: list[HttpReq]) -> list[HttpResp]:
+    def send(self, reqs: list[HttpReq], on_answer: OnAnswer | None = None) -> list[HttpResp]:
         self._check_thread()
         out = []
         for r in reqs:
@@ -250,6 +259,8 @@ class HttpxTransport(_OneThread):
                                     resp.content))
             except self._httpx.HTTPError as e:
                 out.append(HttpResp(0, {}, b"", f"{type(e).__name__}: {e}"))
+            if on_answer is not None and out[-1].status:
+                on_answer(len(out) - 1, out[-1])
         return out
 
     def close(self) -> None:
@@ -270,10 +281,11 @@ def make_transport(cfg: Settings) -> PushTransport:
 
 
 def send_checked(transport: PushTransport, tasks: list, build, classify,
-                 check) -> list:
+                 check, on_result: Callable | None = None) -> list:
     """Build every request, fail the invalid ones before any network call (like gorush's
     CheckMessage: ``check(task, req)`` returns why, or None; so does ``unsafe_header``), send
-    the rest as one multiplexed batch and classify each answer.  Results come back in the order of ``tasks``."""
+    the rest as one multiplexed batch and classify each answer, as it arrives
+    (``on_result(result)``).  Results come back in the order of ``tasks``."""
     from sinks import results as R
 
     out: list = [None] * len(tasks)
@@ -292,6 +304,17 @@ def send_checked(transport: PushTransport, tasks: list, build, classify,
         idx.append(i)
         reqs.append(req)
     if reqs:
-        for i, resp in zip(idx, transport.send(reqs), strict=True):
+        if on_result is None:
+            for i, resp in zip(idx, transport.send(reqs), strict=True):
+                out[i] = classify(tasks[i], resp)
+            return out
+
+        def answered(k: int, resp: HttpResp) -> None:
+            i = idx[k]
             out[i] = classify(tasks[i], resp)
+            on_result(out[i])
+
+        for k, resp in enumerate(transport.send(reqs, answered)):
+            if out[idx[k]] is None:  # not reported as it arrived (never sent)
+                out[idx[k]] = classify(tasks[idx[k]], resp)
     return out
