@@ -6,9 +6,14 @@ own, so nothing stops requests[p] from being decided before settings[p] was read
 source is built the same way (``assign()``, no consumer groups, offsets kept in Bytewax
 recovery snapshots) but one source partition p owns requests[p] and the *control* topics'
 partition p: settings and devices, and on the bulk lane subscriptions and presence (the
-audience index of a fan-out).  It pauses requests[p] until every control partition reaches
-the high watermark it had at start, then interleaves them all in arrival order, so
-per-user order holds all the way to the join.
+audience index of a fan-out).  It pauses requests[p] until every control partition but
+presence (a hint) reaches where it ended at start, then holds each batch of requests until
+those partitions were read up to where they ended once the batch was fetched
+(sources/control_gate.py), so per-user order holds all the way to the join.
+
+Without a snapshot, requests begin where ``NOTIFLOW_FRESH_START`` says
+(sources/fresh_start.py), not at the beginning of the topic: the source commits the offsets
+it snapshots to a consumer group for that.
 
 Each poll becomes ONE item ``("p<p>", Batch)``: the flow works on batches.  A careful run
 of the crash-loop breaker (operators/crash_loop.py) sends records one at a time instead,
@@ -26,12 +31,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from notiflow.crash_loop_store import RedisLoopStore, probe_key, scoped
 from notiflow.metrics import QUEUE_LAG
 from operators.crash_loop import CrashLoop
 from operators.partition import DEVICES, PRESENCE, REQUEST, SETTINGS, SUBSCRIPTIONS, Record
+from sources.control_gate import ControlGate
+from sources.fresh_start import fresh_offset, source_group
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +80,52 @@ def partition_key(p: int) -> str:
     return f"p{p:04d}"
 
 
+@dataclass(frozen=True, slots=True)
+class FreshStartConfig:
+    """Where requests begin without a snapshot (sources/fresh_start.py)."""
+
+    rule: str = "committed"
+    marker_ttl_s: float = 48 * 3600
+
+
+def _consumer_config(brokers: str, group: str) -> dict:
+    return {
+        "bootstrap.servers": brokers,
+        "group.id": group,  # assign() only: commits are for a fresh start, never read else
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        # an open transaction on a control topic is not read (nor waited for) until it
+        # commits: the watermarks this consumer is gated on are last stable offsets
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+    }
+
+
 class _UserPartition(StatefulSourcePartition[Item, Offsets]):
     def __init__(self, brokers: str, topics: dict[int, str], p: int, resume: Offsets | None,
-                 batch: int, poll_s: float, crash_loop: CrashLoopConfig | None = None) -> None:
+                 batch: int, poll_s: float, crash_loop: CrashLoopConfig | None = None,
+                 fresh: FreshStartConfig | None = None) -> None:
         self._p = p
         self._key = partition_key(p)
         self._batch = batch
         self._poll_s = poll_s
         self._kind_of = {t: k for k, t in topics.items()}
         ctl_kinds = [k for k in topics if k != REQUEST]
+        group = source_group(topics[REQUEST])
+        # watermark queries and fresh-start look-ups: a connection with no fetch outstanding
+        self._side = Consumer(_consumer_config(brokers, group))
         self._next: Offsets = dict(resume or {})  # read (and emitted, but in careful runs)
-        self._emitted: Offsets = dict(resume or {})  # what the snapshot says was handed on
+        if REQUEST not in self._next:  # no snapshot (of the requests): a fresh start
+            fresh = fresh or FreshStartConfig()
+            off, why = fresh_offset(self._side, topics[REQUEST], p, fresh.rule, _now_ms(),
+                                    fresh.marker_ttl_s)
+            log.warning("partition %d: no snapshot: requests begin at %s (%s)", p,
+                        "the beginning" if off == OFFSET_BEGINNING else f"offset {off}", why)
+            if off != OFFSET_BEGINNING:
+                self._next[REQUEST] = off
+        self._emitted: Offsets = dict(self._next)  # what the snapshot says was handed on
+        self._committed = self._next.get(REQUEST, -1)  # in the group (see snapshot)
+        self._to_commit = self._committed
         self._loop_store: RedisLoopStore | None = None
         self._loop: CrashLoop | None = None
         self._queue: deque[Record] = deque()  # careful: read, not handed on yet
@@ -112,35 +154,31 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
                             "up to %s go one at a time", p, self._loop.state.deaths,
                             self._next, self._loop.state.high)
         self._consumer = Consumer({
-            "bootstrap.servers": brokers,
-            "group.id": "notiflow-unused",  # assign() only: offsets live in snapshots
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
+            **_consumer_config(brokers, group),
             "fetch.wait.max.ms": 10,
             "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": 16384,  # per consumer: bounds memory in bootstrap
-            "auto.offset.reset": "earliest",
+            "on_commit": self._on_commit,
         })
         tps = [TopicPartition(topics[k], p, self._next.get(k, OFFSET_BEGINNING))
                for k in topics]
-        # Bootstrap: the high watermarks of the control partitions right now.
-        self._pending: dict[int, int] = {}
-        for k in ctl_kinds:
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topics[k], p), timeout=10, cached=False)
-            if self._next.get(k, 0) < high:
-                self._pending[k] = high
         self._req_tp = TopicPartition(topics[REQUEST], p)
-        self._ctl_tps = {k: TopicPartition(topics[k], p) for k in ctl_kinds}
+        gated = {k: TopicPartition(topics[k], p) for k in ctl_kinds if k != PRESENCE}
+        self._gate = ControlGate(self._consumer, self._side, gated, self._next)
         self._held: list[Record] = []  # requests read but not emitted yet (see next_batch)
         self._lag_tps = {k: TopicPartition(t, p) for k, t in topics.items()}
         self._lag_at = 0.0  # next time the queue-lag gauge is due (monotonic s)
         self._paused = False
         self._consumer.assign(tps)
-        if self._pending:
+        # Bootstrap: requests wait until the control partitions are read up to where they
+        # end now (paused, so that a long load does not pile requests up in memory).
+        self._boot: Offsets | None = self._gate.targets()
+        if self._gate.reached(self._boot):
+            self._boot = None
+        else:
             self._consumer.pause([self._req_tp])
             log.info("partition %d: reading control topics up to %s before requests", p,
-                     self._pending)
+                     self._boot)
 
     def next_batch(self) -> list[Item]:
         if self._loop is not None:
@@ -231,22 +269,21 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
             else:
                 ctl.append(rec)
                 nxt[kind] = rec[3] + 1
-        if self._pending:
-            for k in list(self._pending):
-                if nxt.get(k, 0) >= self._pending[k]:
-                    del self._pending[k]
-            if not self._pending:
-                log.info("partition %d: control topics loaded; reading requests", self._p)
-                self._consumer.resume([self._req_tp])
+        if self._boot is not None and self._gate.reached(self._boot):
+            self._boot = None
+            log.info("partition %d: control topics loaded; reading requests", self._p)
+            self._consumer.resume([self._req_tp])
         records = ctl
-        if self._held and self._ctl_caught_up():
-            records = ctl + self._held  # control records first: they were published earlier
-            nxt[REQUEST] = self._held[-1][3] + 1
-            self._held = []
+        n = self._gate.release(len(self._held))
+        if n:
+            # control records first: they were published earlier
+            records = ctl + self._held[:n]
+            nxt[REQUEST] = self._held[n - 1][3] + 1
+            del self._held[:n]
         if len(self._held) >= self._batch and not self._paused:
             self._consumer.pause([self._req_tp])
             self._paused = True
-        elif not self._held and self._paused and not self._pending:
+        elif not self._held and self._paused and self._boot is None:
             self._consumer.resume([self._req_tp])
             self._paused = False
         if time.monotonic() >= self._lag_at:
@@ -263,16 +300,6 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
                 QUEUE_LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, high - self._next.get(kind, 0)))
 
-    def _ctl_caught_up(self) -> bool:
-        """Have we read every control record the broker had when it last answered
-        a fetch?  Requests fetched by then wait for those, so a settings change published
-        before a request is applied before it (cross-topic order within a partition)."""
-        for k, tp in self._ctl_tps.items():
-            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high is not None and high >= 0 and self._next.get(k, 0) < high:
-                return False
-        return True
-
     def next_awake(self) -> datetime | None:
         if self._probe is not None or self._waiting_turn:  # careful: look again soon
             return datetime.now(UTC) + timedelta(milliseconds=2)
@@ -283,10 +310,31 @@ class _UserPartition(StatefulSourcePartition[Item, Offsets]):
     def snapshot(self) -> Offsets:
         # held requests (and a careful run's queue) are not in the offsets: after a
         # restart they are read again
-        return dict(self._emitted)
+        snap = dict(self._emitted)
+        self._commit(self._to_commit)
+        self._to_commit = snap.get(REQUEST, -1)
+        return snap
+
+    def _commit(self, offset: int) -> None:
+        """Commit the requests offset of the snapshot before this one to the source's
+        group, for a fresh start (sources/fresh_start.py): one snapshot behind, so that
+        what was in flight at that one had a snapshot interval to be answered."""
+        if offset < 0 or offset == self._committed:
+            return
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self._req_tp.topic, self._p, offset)],
+                                  asynchronous=True)
+            self._committed = offset
+        except KafkaException as e:  # only a fresh start reads it: log, go on
+            log.warning("partition %d: committing offset %d failed: %s", self._p, offset, e)
+
+    def _on_commit(self, err: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("partition %d: committing offsets failed: %s", self._p, err)
 
     def close(self) -> None:
         self._consumer.close()
+        self._side.close()
         if self._loop_store is not None:
             self._loop_store.close()
 
@@ -299,9 +347,16 @@ class UserPartitionedSource(FixedPartitionedSource[Item, Offsets]):
                  devices_topic: str, partitions: int, batch: int = 2000,
                  poll_s: float = 0.005, *, subscriptions_topic: str | None = None,
                  presence_topic: str | None = None,
-                 crash_loop: CrashLoopConfig | None = None) -> None:
+                 crash_loop: CrashLoopConfig | None = None,
+                 fresh: FreshStartConfig | None = None) -> None:
         self._brokers = brokers
         self._crash_loop = crash_loop
+        if fresh is None:  # the settings of this process
+            from notiflow.config import get_settings
+
+            cfg = get_settings()
+            fresh = FreshStartConfig(cfg.fresh_start, cfg.sent_marker_ttl_s)
+        self._fresh = fresh
         self._topics = {REQUEST: requests_topic, SETTINGS: settings_topic, DEVICES: devices_topic}
         if subscriptions_topic:
             self._topics[SUBSCRIPTIONS] = subscriptions_topic
@@ -317,5 +372,5 @@ class UserPartitionedSource(FixedPartitionedSource[Item, Offsets]):
     def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None
                    ) -> _UserPartition:
         return _UserPartition(self._brokers, self._topics, int(for_part), resume_state,
-                              self._batch, self._poll_s, self._crash_loop)
+                              self._batch, self._poll_s, self._crash_loop, self._fresh)
 
