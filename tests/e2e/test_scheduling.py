@@ -21,6 +21,7 @@ from notiflow.topics import partition_for
 from operators.bundler import bundle_id
 from sandbox.client import SandboxControl
 from tests.lanes import run_lanes
+from tests.ordering import settle
 
 P = 4
 WINDOW_S = 3
@@ -82,13 +83,17 @@ def receipts(stack, nids: list[str]) -> list[tuple]:
     return [tuple(row) for row in rows]
 
 
-def wait_receipts(stack, nids: list[str], want: int, timeout: float = 60) -> list[tuple]:
+def wait_receipts(stack, producer, users: list[str], nids: list[str], want: int,
+                  timeout: float = 60, channels=("inapp",)) -> list[tuple]:
+    """At least ``want`` receipts, then every receipt these users' partitions make before a
+    later marker request is delivered (a wrong extra one would be among them)."""
     deadline = time.time() + timeout
     rows: list[tuple] = []
     while time.time() < deadline:
         rows = receipts(stack, nids)
         if len(rows) >= want:
-            time.sleep(0.5)  # a wrong extra receipt would arrive too
+            settle(producer, stack, P, users=users, lanes=("main", "critical"),
+                   channels=channels)
             return receipts(stack, nids)
         time.sleep(0.2)
     pytest.fail(f"only {len(rows)} of {want} receipts for {nids} after {timeout}s: {rows}")
@@ -100,12 +105,13 @@ def inbox_ids(rds, user: str) -> list[str]:
 
 def test_send_at_delivers_after_send_at_and_not_before(stack, flows, producer, rds):
     user, nid = uid("sa"), uid("n-sched")
-    send_at = now_ms() + 3000
+    send_at = now_ms() + 8000
     send(producer, user, nid, send_at=send_at)
     producer.flush(10)
-    time.sleep(1.5)
+    settle(producer, stack, P, users=[user])  # a later request on its partition went out
+    assert now_ms() < send_at, "the marker took until send_at: nothing shown about before"
     assert inbox_ids(rds, user) == [] and receipts(stack, [nid]) == []
-    [row] = wait_receipts(stack, [nid], want=1)
+    [row] = wait_receipts(stack, producer, [user], [nid], want=1)
     assert row[1:3] == ("inapp", "sent")
     assert row[4] >= send_at
     assert inbox_ids(rds, user) == [nid]
@@ -119,14 +125,14 @@ def test_quiet_hours_hold_until_settings_remove_them_and_critical_goes_at_once(
     send(producer, user, held)
     send(producer, user, crit, topic="notify.critical", priority="critical", type="auth.code")
     producer.flush(10)
-    [row] = wait_receipts(stack, [crit], want=1)
+    [row] = wait_receipts(stack, producer, [user], [crit], want=1)
     assert row[1:3] == ("inapp", "sent")
-    time.sleep(3)
+    settle(producer, stack, P, users=[user])  # a later request on its partition went out
     assert receipts(stack, [held]) == []
     assert inbox_ids(rds, user) == [crit]
 
     put_user(producer, user)  # quiet hours removed: held ones go at the next tick
-    [row] = wait_receipts(stack, [held], want=1)
+    [row] = wait_receipts(stack, producer, [user], [held], want=1)
     assert row[1:3] == ("inapp", "sent")
     assert inbox_ids(rds, user) == [held, crit]
 
@@ -137,7 +143,7 @@ def test_quiet_hours_expiry_while_held_is_an_expired_receipt(stack, flows, produ
     t = now_ms()
     send(producer, user, nid, created_at=t, expires_at=t + 3000)
     producer.flush(10)
-    [row] = wait_receipts(stack, [nid], want=1)
+    [row] = wait_receipts(stack, producer, [user], [nid], want=1)
     assert row[2:4] == ("expired", "expired while held for quiet hours")
     assert row[4] >= t + 3000
     assert inbox_ids(rds, user) == []
@@ -155,7 +161,8 @@ def test_ten_likes_inside_the_window_become_one_push_with_collapse_id(stack, flo
              data={"actor_name": f"Fan {i}", "bundle_verb": "liked your photo"})
     producer.flush(10)
     bid = bundle_id(user, ck, likes[0])
-    rows = wait_receipts(stack, likes + [bid], want=11)
+    rows = wait_receipts(stack, producer, [user], likes + [bid], want=11,
+                         channels=("push",))
     assert sorted((r[0], r[2]) for r in rows) == sorted(
         [(n, "bundled") for n in likes] + [(bid, "sent")])
     with SandboxControl(stack.sandbox_url) as sandbox:
@@ -163,3 +170,17 @@ def test_ten_likes_inside_the_window_become_one_push_with_collapse_id(stack, flo
     assert len(pushed) == 1
     assert pushed[0]["nid"] == bid and pushed[0]["collapse_id"] == ck
     assert pushed[0]["body"] == "Fan 0, Fan 1, Fan 2 and 7 others liked your photo"
+
+
+def test_settle_returns_only_after_earlier_requests_on_the_partition_are_delivered(
+        stack, flows, producer, rds):
+    """The premise of every absence asserted after ``settle``: what the partition had to
+    deliver before the marker is delivered when ``settle`` returns (no wait after it)."""
+    user = uid("early")
+    nids = [uid("n-before") for _ in range(20)]
+    for n in nids:
+        send(producer, user, n)
+    producer.flush(10)
+    settle(producer, stack, P, users=[user])
+    assert sorted(inbox_ids(rds, user)) == sorted(nids)
+    assert len(receipts(stack, nids)) == len(nids)
