@@ -4,7 +4,9 @@ The body is the Kafka wire request (schemas/request.py, same decoder and rules a
 flow), except that ``id`` and ``created_at`` may be left out: the gateway fills them in.
 A request is produced to ``notify.critical`` (priority critical) or ``notify.requests``,
 keyed by its first recipient (or the audience name) on that user's partition; the flow
-splits multi-recipient requests and expands audiences.
+splits multi-recipient requests and expands audiences.  ``producer`` is always the API
+key's namespace (schemas/identity.py), whatever the body says: one key's ids and dedup
+parts never meet another key's in dedup or in the sent-markers.
 
 ``Idempotency-Key`` (single requests): the first request with a given key (per API key)
 fixes the notification id, kept in Redis for ``gateway_idempotency_ttl_s``, and every
@@ -37,6 +39,7 @@ from notiflow import metrics
 from notiflow.logs import get_logger
 from notiflow.topics import CRITICAL, REQUESTS, name, partition_for
 from schemas.errors import TOO_DEEP, ValidationFailed, decode_json, field_reason
+from schemas.identity import gateway_producer
 from schemas.limits import TYPE_RE, USER_ID_RE
 from schemas.request import (
     MAX_RECIPIENTS,
@@ -44,6 +47,7 @@ from schemas.request import (
     NotificationRequest,
     check_request,
     encode_request,
+    is_critical,
 )
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
@@ -81,10 +85,12 @@ def parse_json(raw: bytes) -> Any:
         raise error(400, "malformed", e.reason) from None
 
 
-def to_request(obj: Any, now_ms: int) -> NotificationRequest:
-    """A decoded JSON value -> a validated request (id and created_at filled when absent)."""
+def to_request(obj: Any, now_ms: int, producer: str = "") -> NotificationRequest:
+    """A decoded JSON value -> a validated request (id and created_at filled when absent),
+    in ``producer``'s namespace whatever the body says (schemas/identity.py)."""
     if not isinstance(obj, dict):
         raise ValidationFailed(f"payload: expected a JSON object, got {type(obj).__name__}")
+    obj["producer"] = producer
     if "id" not in obj:
         obj["id"] = uuid.uuid4().hex
     if "created_at" not in obj:
@@ -105,7 +111,7 @@ def check_size(req: NotificationRequest, value: bytes, limit: int) -> None:
 
 
 def to_record(req: NotificationRequest, value: bytes, partitions: int, prefix: str) -> OutRecord:
-    topic = name(CRITICAL if req.priority == "critical" else REQUESTS, prefix)
+    topic = name(CRITICAL if is_critical(req.priority) else REQUESTS, prefix)
     key = req.recipients[0] if req.recipients else (req.audience.key() if req.audience else req.id)
     return OutRecord(topic, value, key.encode(), partition_for(key, partitions))
 
@@ -192,7 +198,7 @@ async def submit(request: Request, key: Annotated[ApiKey, Depends(api_key)],
     raw = await read_body(request, cfg.max_request_bytes)
     obj = parse_json(raw)
     try:
-        req = to_request(obj, int(time.time() * 1000))
+        req = to_request(obj, int(time.time() * 1000), gateway_producer(key.key_hash))
     except ValidationFailed as e:
         raise error(422, "invalid", e.reason) from None
     if (why := scope_problem(key, req)) is not None:
@@ -244,13 +250,14 @@ async def submit_batch(request: Request, key: Annotated[ApiKey, Depends(api_key)
         raise error(413, "too_large", f"requests: {len(items)} is over the batch limit "
                     f"of {cfg.gateway_max_batch}")
     now = int(time.time() * 1000)
+    producer = gateway_producer(key.key_hash)
     results: list[dict[str, Any]] = []
     records: list[OutRecord] = []
     ids: list[tuple[str, str]] = []
     price = 0
     for i, item in enumerate(items):
         try:
-            req = to_request(item, now)
+            req = to_request(item, now, producer)
             value = encode_request(req)
             check_size(req, value, cfg.max_request_bytes)
         except ValidationFailed as e:
@@ -289,6 +296,7 @@ def openapi_components() -> dict[str, Any]:
     props["id"].update(minLength=1)
     props["v"] = {"type": "integer", "enum": [1], "default": 1}
     props["created_at"].update(minimum=1)
+    props.pop("producer", None)  # the gateway sets it from the API key
     props["recipients"] = {**props["recipients"], "maxItems": MAX_RECIPIENTS,
                            "items": {"type": "string", "pattern": USER_ID_RE.pattern}}
     gw["description"] = ("A notification request (schemas/request.py); the gateway fills "

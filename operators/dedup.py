@@ -28,9 +28,10 @@ class Dedup:
         self.expiry: dict[int, int] = expiry if expiry is not None else {}
         self._len_swept = 0  # the size the last sweep left: growth since is what was added
 
-    def seen(self, key: str, now_ms: int) -> bool:
-        """True if ``key`` was recorded less than ttl ago; otherwise record it now."""
-        h = stable_hash(key)
+    def seen(self, key: bytes | str, now_ms: int) -> bool:
+        """True if ``key`` was recorded less than ttl ago; otherwise record it now.  A
+        digest (schemas/identity.py) is not hashed again: its first 8 bytes are the entry."""
+        h = int.from_bytes(key[:8], "little") if type(key) is bytes else stable_hash(key)
         exp = self.expiry.get(h)
         if exp is not None and exp > now_ms:
             return True

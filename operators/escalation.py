@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from schemas.request import is_critical
+
 DEFAULT_ESCALATION: dict[str, list[str]] = {"*": ["push", "sms"]}
 
 
@@ -36,7 +38,7 @@ def escalate(task_type: str, priority: str, failed_channel: str,
         failed_channel: the channel that failed or had no target.
         chains: per-type channel chains, "*" for the rest; None: push -> sms.
     """
-    if priority != "critical":
+    if not is_critical(priority):
         return None
     chain = chain_for(task_type, DEFAULT_ESCALATION if chains is None else chains)
     if failed_channel not in chain:

@@ -169,10 +169,16 @@ def job_record(req: NotificationRequest, partitions: int, now_ms: int) -> dict[s
 
 def pull_entry(req: NotificationRequest) -> bytes:
     """The pull-on-read entry: the in-app inbox entry (sinks/inapp.py ``entry``) plus
-    ``expires_ms``, so a reader can skip it after the request expired."""
-    return orjson.dumps({"id": req.id, "type": req.type, "title": req.title, "body": req.body,
-                         "data": req.data, "collapse_key": req.collapse_key,
-                         "created_ms": req.created_at, "expires_ms": req.expires_at or 0})
+    ``expires_ms``, so a reader can skip it after the request expired; the producer and
+    dedup parts when set, so the reader's sent-marker is the one a member pushed it has."""
+    e = {"id": req.id, "type": req.type, "title": req.title, "body": req.body,
+         "data": req.data, "collapse_key": req.collapse_key,
+         "created_ms": req.created_at, "expires_ms": req.expires_at or 0}
+    if req.producer:  # with the dedup parts, what names its sends (schemas/identity.py)
+        e["producer"] = req.producer
+    if req.dedup is not None:
+        e["dedup"] = req.event()
+    return orjson.dumps(e)
 
 
 COUNTERS = ("expanded", "routed_now", "deferred")

@@ -41,7 +41,14 @@ from schemas.errors import ValidationFailed
 from schemas.limits import bounded, check_user_id
 from schemas.presence import decode_presence
 from schemas.receipt import Outcome, Receipt
-from schemas.request import CHANNELS, NotificationRequest, decode_request, encode_request
+from schemas.request import (
+    CHANNELS,
+    CRITICAL_PRIORITY,
+    NotificationRequest,
+    decode_request,
+    encode_request,
+    is_critical,
+)
 from schemas.settings import decode_settings, encode_settings
 from schemas.subscription import (
     decode_subscription,
@@ -181,7 +188,7 @@ class PartitionProcessor:
         try:
             if value is None:
                 raise ValidationFailed("payload: empty message (null value)")
-            req = decode_request(value, self.max_bytes)
+            req = self._as_lane(decode_request(value, self.max_bytes))
         except ValidationFailed as e:
             self._reject(REQUEST, key, value, offset, e.reason, now_ms, out)
             return
@@ -208,7 +215,14 @@ class PartitionProcessor:
 
     # -- quiet hours, send_at, bundling (README "Quiet hours, send_at and bundling") ----
     def _critical(self, req: NotificationRequest) -> bool:
-        return self.lane == "critical" or req.priority == "critical"
+        return is_critical(req.priority)
+
+    def _as_lane(self, req: NotificationRequest) -> NotificationRequest:
+        """On the critical lane every request is critical, made so where it is read: the
+        tasks, retries and receipts then say so, and nothing later asks for the lane."""
+        if self.lane == "critical" and not is_critical(req.priority):
+            return msgspec.structs.replace(req, priority=CRITICAL_PRIORITY)
+        return req
 
     def _hold_until(self, req: NotificationRequest, row: UserRow,
                     now_ms: int) -> tuple[int, bytes] | None:
@@ -252,7 +266,7 @@ class PartitionProcessor:
     def _release(self, h: Held, now_ms: int, out: Routed, tasks: list[DeliveryTask]) -> None:
         """A held request is due: expired -> receipt; still to wait by the user's CURRENT
         settings (or send_at) -> held again; else delivered."""
-        req = _decode_held(h.value)
+        req = self._as_lane(_decode_held(h.value))
         if req.expires_at is not None and req.expires_at <= now_ms:
             self._expired_while_held(req, h, now_ms, out)
             return

@@ -17,6 +17,7 @@ import msgspec
 from operators.backoff import BackoffPolicy
 from operators.quiet_hours import quiet_end_ms
 from schemas.limits import CONTROL_RE, bounded
+from schemas.request import is_critical
 from schemas.retry import RetryEnvelope
 from schemas.task import MAX_ATTEMPTS, DeliveryTask
 
@@ -47,7 +48,7 @@ def plan_retry(task: DeliveryTask, provider: str, reason: str, retry_after: floa
     errors = kept_errors((*task.errors, error_line(task.attempt, now_ms, provider, reason)))
     deadline = task.deadline_ms or now_ms + int(policy.deadline_s * 1000)
     due = now_ms + int(policy.delay_s(task.attempt, rng, retry_after) * 1000)
-    if task.quiet is not None and task.priority != "critical":
+    if task.quiet is not None and not is_critical(task.priority):
         due = quiet_end_ms(task.quiet, due) or due
     nxt = msgspec.structs.replace(task, attempt=min(task.attempt + 1, MAX_ATTEMPTS),
                                   errors=errors, deadline_ms=deadline)

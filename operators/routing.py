@@ -9,8 +9,9 @@ from __future__ import annotations
 from operators.escalation import DEFAULT_ESCALATION
 from operators.escalation import escalate as escalation_channel
 from operators.user_state import UserRow
+from schemas.identity import send_key
 from schemas.receipt import Outcome, Receipt
-from schemas.request import NotificationRequest
+from schemas.request import NotificationRequest, is_critical
 from schemas.task import DeliveryTask
 
 # Channels omitted by the producer: the cheap ones.  Email and SMS cost money or attention,
@@ -65,7 +66,9 @@ def _task(req: NotificationRequest, user: str, channel: str, provider: str, targ
         created_ms=req.created_at,
         expires_ms=req.expires_at or 0,
         locale=row.locale,
-        quiet=None if req.priority == "critical" else row.quiet,
+        quiet=None if is_critical(req.priority) else row.quiet,
+        producer=req.producer,
+        key=send_key(req.producer, req.type, req.event(), req.id, user, channel, target_id),
     )
 
 

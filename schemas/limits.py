@@ -28,6 +28,9 @@ DEVICE_TOKEN_RE = re.compile(DEVICE_TOKEN_PATTERN)
 # a notification type: dotted lower-case names ("social.like"); opt-outs name one or a prefix
 TYPE_PATTERN = r"^[a-z0-9_]+(\.[a-z0-9_]+)*$"
 TYPE_RE = re.compile(TYPE_PATTERN)
+# a request's producer namespace (schemas/identity.py): a name, or the gateway's "api:<hex>"
+PRODUCER_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+PRODUCER_RE = re.compile(PRODUCER_PATTERN)
 
 MAX_ID_BYTES = 200  # notification ids (escalations append "~sms": sinks/channels.py hashes)
 MAX_TYPE_BYTES = 128

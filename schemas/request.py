@@ -18,6 +18,8 @@ Instead of ``recipients`` a request can name an ``audience``, expanded inside th
     {"audience": {"kind": "all"}}                       # a broadcast (combine with send_at)
 
 ``send_at`` (epoch ms, future) holds the notification until then, like quiet hours do.
+``producer`` names whose ids and dedup parts these are (schemas/identity.py): the gateway
+sets its API key's; producers writing to Kafka set their own ("" is the shared namespace).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Literal
 import msgspec
 
 from schemas.errors import ValidationFailed, decode_or_reason
+from schemas.identity import Event, identity
 from schemas.limits import (
     CONTROL_RE,
     MAX_AUDIENCE_ID_BYTES,
@@ -39,6 +42,7 @@ from schemas.limits import (
     MAX_TITLE_BYTES,
     MAX_TYPE_BYTES,
     PLAIN_ID_RE,
+    PRODUCER_RE,
     TYPE_RE,
     USER_ID_RE,
     check_bytes,
@@ -54,6 +58,15 @@ Channel = Literal["push", "email", "sms", "inapp"]
 Priority = Literal["critical", "high", "normal", "low"]
 CHANNELS: tuple[str, ...] = ("push", "email", "sms", "inapp")
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
+CRITICAL_PRIORITY = PRIORITIES[0]
+
+
+def is_critical(priority: str) -> bool:
+    """THE definition of critical, for requests and tasks alike: never held for quiet hours
+    or bundled, retried through quiet hours, escalated, served from the rate-limit reserve.
+    A request read from the critical lane is made critical when it is read
+    (operators/partition.py), so its priority is all that later steps need to look at."""
+    return priority == CRITICAL_PRIORITY
 MAX_RECIPIENTS = 1000
 
 
@@ -97,12 +110,19 @@ class NotificationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     expires_at: int | None = None
     audience: Audience | None = None
     send_at: int | None = None  # epoch ms: hold until then
+    # whose namespace ``id`` and ``dedup`` are in: the gateway sets its API key's
+    # (schemas/identity.py); Kafka producers name themselves ("" = the shared one)
+    producer: str = ""
 
-    def dedup_key(self, recipient: str) -> str:
-        """type + actor + object + recipient; without dedup parts, the request id stands in."""
-        if self.dedup is not None:
-            return f"{self.type}|{self.dedup.actor}|{self.dedup.object}|{recipient}"
-        return f"{self.type}|id:{self.id}|{recipient}"
+    def event(self) -> Event:
+        """The dedup parts as (actor, object), or None (the id names the event)."""
+        d = self.dedup
+        return None if d is None else (d.actor, d.object)
+
+    def dedup_key(self, recipient: str) -> bytes:
+        """producer + type + actor + object + recipient (without dedup parts, the request
+        id stands in), as one digest (schemas/identity.py)."""
+        return identity(self.producer, self.type, self.event(), self.id, recipient)
 
 
 _decoder = msgspec.json.Decoder(NotificationRequest)
@@ -124,6 +144,8 @@ def check_request(req: NotificationRequest) -> None:
         raise ValidationFailed(f"v: unsupported version {req.v} (this service reads 1)")
     if not PLAIN_ID_RE.fullmatch(req.id):  # the fast path first, here and below
         check_name("id", req.id, MAX_ID_BYTES)
+    if req.producer and not PRODUCER_RE.fullmatch(req.producer):
+        check_pattern("producer", req.producer, PRODUCER_RE, "a producer name")
     if len(req.type) > MAX_TYPE_BYTES or not TYPE_RE.fullmatch(req.type):
         check_bytes("type", req.type, MAX_TYPE_BYTES)
         check_pattern("type", req.type, TYPE_RE, "a dotted lower-case name like 'social.like'")

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from schemas.errors import ValidationFailed
+from schemas.identity import SEND_KEY_RE
 from schemas.limits import (
     DEVICE_TOKEN_RE,
     MAX_BODY_BYTES,
@@ -24,6 +25,7 @@ from schemas.limits import (
     MAX_TEMPLATE_BYTES,
     MAX_TITLE_BYTES,
     MAX_TYPE_BYTES,
+    PRODUCER_RE,
     TOKEN_ID_RE,
     TYPE_RE,
     check_bytes,
@@ -69,6 +71,11 @@ class DeliveryTask(msgspec.Struct, frozen=True, array_like=True):
     # the user's quiet hours (start "HH:MM", end "HH:MM", IANA tz) when routed, for
     # non-critical tasks: a retry that falls due inside them waits for their end
     quiet: tuple[str, str, str] | None = None
+    # the request's producer namespace, and this send's identity (schemas/identity.py
+    # send_key, made by the router): the sent-marker's name.  "" (tasks from before it):
+    # the marker is made from the fields above, in the shared namespace
+    producer: str = ""
+    key: str = ""
 
 
 _encoder = msgspec.json.Encoder()
@@ -135,3 +142,7 @@ def check_task(t: DeliveryTask) -> None:
         check_bytes(f"task.errors[{i}]", e, 4 * MAX_REASON_CHARS)
     if t.quiet is not None:
         check_quiet_hours("task.quiet", *t.quiet)
+    if t.producer:
+        check_pattern("task.producer", t.producer, PRODUCER_RE, "a producer name")
+    if t.key:
+        check_pattern("task.key", t.key, SEND_KEY_RE, "a send identity (32 hex digits)")

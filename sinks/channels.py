@@ -177,7 +177,8 @@ def escalation_request(t: DeliveryTask, channel: str) -> bytes:
     return encode_request(NotificationRequest(
         id=escalation_id(t.notification_id, channel), type=t.type, recipients=[t.user_id],
         created_at=t.created_ms, priority="critical", channels=[channel], title=t.title,
-        body=t.body, template=t.template, data=t.data, expires_at=t.expires_ms or None))
+        body=t.body, template=t.template, data=t.data, expires_at=t.expires_ms or None,
+        producer=t.producer))
 
 
 def _receipt(t: DeliveryTask, outcome: Outcome, reason: str, now_ms: int) -> Receipt:

@@ -7,8 +7,9 @@ an idempotent sent-marker (a replay after a crash writes nothing twice), LPUSH (
 when the inbox is over its bound), INCR, and the live publish.
 
 Keys (the gateway and apps read them): ``nf:inbox:{user}`` (LIST, newest first, JSON
-entries), ``nf:badge:{user}`` (unread count), ``nf:sent:{notification_id}:{user}:inapp`` (marker,
-TTL).  Live delivery (``NOTIFLOW_INAPP_LIVE``): ``user`` (default) publishes each entry on
+entries), ``nf:badge:{user}`` (unread count), ``nf:sent:{send identity}`` (marker, TTL,
+named by sinks/markers.py ``marker_key``, as every channel's).  Live delivery
+(``NOTIFLOW_INAPP_LIVE``): ``user`` (default) publishes each entry on
 the user's channel ``nf:live:{user}``; ``batch`` publishes ONE message per batch on
 ``nf:live``, a line ``{user}\t{entry json}`` per entry, for a gateway that subscribes
 once and fans out to its connected users (saves one Redis call per notification).
@@ -23,6 +24,7 @@ import redis
 from redis.exceptions import RedisError
 
 from schemas.task import DeliveryTask
+from sinks.markers import marker_key
 
 INBOX = "nf:inbox:"
 BADGE = "nf:badge:"
@@ -38,8 +40,8 @@ local max = tonumber(ARGV[2])
 local per_user = ARGV[4] == 'user'
 local out, live = {}, {}
 for _, item in ipairs(cjson.decode(ARGV[3])) do
-  local uid, nid, entry = item[1], item[2], item[3]
-  if redis.call('SET', 'nf:sent:' .. nid .. ':' .. uid .. ':inapp', '1', 'NX', 'EX', ttl) then
+  local uid, marker, entry = item[1], item[2], item[3]
+  if redis.call('SET', marker, '1', 'NX', 'EX', ttl) then
     local inbox = 'nf:inbox:' .. uid
     if redis.call('LPUSH', inbox, entry) > max then
       redis.call('LTRIM', inbox, 0, max - 1)
@@ -109,7 +111,7 @@ class InappWriter:
         for i in range(0, len(tasks), SCRIPT_ITEMS):
             part = tasks[i : i + SCRIPT_ITEMS]
             # one JSON argument: measured cheaper for Redis than 3 arguments per item
-            blob = orjson.dumps([(t.user_id, t.notification_id, e.decode())
+            blob = orjson.dumps([(t.user_id, marker_key(t), e.decode())
                                  for t, e in zip(part, entries[i : i + SCRIPT_ITEMS],
                                                  strict=True)])
             try:

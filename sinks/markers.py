@@ -15,15 +15,17 @@ import logging
 
 import redis
 
+from schemas.identity import SENT, send_key
 from schemas.task import DeliveryTask
 
 log = logging.getLogger(__name__)
 
 
 def marker_key(t: DeliveryTask) -> str:
-    # the user is part of it: one notification id reaches many users (recipients lists,
-    # audiences), and device token ids are only unique per user
-    return f"nf:sent:{t.notification_id}:{t.user_id}:{t.channel}:{t.target_id}"
+    # the router names each send (schemas/identity.py: producer, event, id, user, channel,
+    # target); a task from before that has none and is named from its fields
+    return SENT + (t.key or send_key(t.producer, t.type, None, t.notification_id, t.user_id,
+                                     t.channel, t.target_id))
 
 
 class SentMarkers:

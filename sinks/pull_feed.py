@@ -17,7 +17,7 @@ open the app.  Keys:
   totals (HSET, so a replay after a crash rewrites, never double-counts).
 
 The merge writes through the in-app sink's own Lua script (sinks/inapp.py), so the same
-sent-marker ``nf:sent:{id}:{user}:inapp`` guards both: a member who was pushed the entry,
+sent-marker (sinks/markers.py ``marker_key``) guards both: a member who was pushed the entry,
 or merges twice at once, gets it once.  Markers live ``NOTIFLOW_SENT_MARKER_TTL_S`` (48 h)
 and pull entries ``NOTIFLOW_PULL_TTL_S`` (7 d), so the merge also skips ids already in the
 inbox: a member pushed the entry who opens the app after the marker expired.  The merge
@@ -36,10 +36,12 @@ import redis
 import redis.asyncio as aioredis
 
 from operators.fanout import Progress
+from schemas.identity import send_key
 from schemas.task import DeliveryTask
 from sinks.inapp import _SCRIPT as INAPP_SCRIPT  # same marker, inbox bound, badge, live
 from sinks.inapp import INBOX, entry_id
 from sinks.inapp import entry as inbox_entry
+from sinks.markers import marker_key
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +178,17 @@ def _script_args(user_id: str, entries: list[dict], inbox_max: int, marker_ttl_s
                  live: str) -> list:
     items = []
     for e in entries:
-        t = DeliveryTask(notification_id=str(e["id"]), user_id=user_id, type=e.get("type", ""),
+        nid, typ, producer, ev = str(e["id"]), e.get("type", ""), e.get("producer", ""), e.get("dedup")
+        event = (ev[0], ev[1]) if isinstance(ev, list) and len(ev) == 2 else None
+        # the same send identity the router gives a member pushed this request now
+        t = DeliveryTask(notification_id=nid, user_id=user_id, type=typ,
                          priority="normal", channel="inapp", provider="redis",
                          target_id="inbox", address="", title=e.get("title"),
                          body=e.get("body"), template=None, data=e.get("data"),
-                         collapse_key=e.get("collapse_key"), created_ms=e.get("created_ms", 0))
-        items.append((user_id, t.notification_id, inbox_entry(t).decode()))
+                         collapse_key=e.get("collapse_key"), created_ms=e.get("created_ms", 0),
+                         producer=producer, key=send_key(producer, typ, event, nid, user_id,
+                                                         "inapp", "inbox"))
+        items.append((user_id, marker_key(t), inbox_entry(t).decode()))
     return [marker_ttl_s, inbox_max, orjson.dumps(items), live]
 
 

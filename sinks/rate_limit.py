@@ -37,6 +37,7 @@ from operators.token_bucket import (
     check_limits,
     idle_ttl_ms,
 )
+from schemas.request import is_critical
 
 log = logging.getLogger(__name__)
 
@@ -352,8 +353,8 @@ class ProviderLimits:
         buckets = self.buckets_for(provider)
         if not buckets or not tasks:
             return (send_fn(tasks) if tasks else []), []
-        crit = [t for t in tasks if t.priority == "critical"]
-        bulk = [t for t in tasks if t.priority != "critical"] if crit else tasks
+        crit = [t for t in tasks if is_critical(t.priority)]
+        bulk = [t for t in tasks if not is_critical(t.priority)] if crit else tasks
         out: list = []
         deferred: list = []
         for group, critical in ((crit, True), (bulk, False)):
