@@ -18,6 +18,7 @@ from operators.fanout import pull_entry
 from schemas.request import Audience, NotificationRequest
 from schemas.task import DeliveryTask
 from sinks.inapp import INBOX, InappWriter
+from sinks.markers import marker_key
 from sinks.pull_feed import FanoutRedis, merge_into_inbox
 from stack.services import start_redis
 
@@ -52,7 +53,7 @@ def test_pushed_member_does_not_get_the_pull_entry_again_after_marker_expiry(red
                         collapse_key=None, created_ms=req.created_at)
     assert writer.write([task]) == [True]
     # the user does not open the app for longer than the marker lives
-    r.delete(f"nf:sent:{nid}:{user}:inapp")
+    assert r.delete(marker_key(task)) == 1
     assert merge_into_inbox(r, user, now_ms=now + 1000) == 0
     ids = [msgspec.json.decode(e)["id"] for e in r.lrange(INBOX + user, 0, -1)]
     assert ids == [nid], f"inbox holds the broadcast {ids.count(nid)} times"
