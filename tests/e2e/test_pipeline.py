@@ -19,7 +19,9 @@ from confluent_kafka import Consumer, TopicPartition
 from loader.client import local_sql
 from notiflow.topics import partition_for
 from sandbox.client import SandboxControl
+from schemas.task import PROVIDERS
 from tests.lanes import run_lanes
+from tests.ordering import settle
 
 P = 4  # partitions: the stack fixture's default (Settings.partitions)
 NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
@@ -66,8 +68,12 @@ def query(stack, sql: str) -> list[list]:
     return local_sql(stack.loader_socket, sql, timeout=10).rows
 
 
-def receipts_for(stack, nids: list[str], want: int, timeout: float = 60) -> list[tuple]:
-    """Wait until at least ``want`` receipts of these notifications are in ClickHouse."""
+def receipts_for(stack, nids: list[str], want: int, timeout: float = 60, *, producer=None,
+                 channels: tuple[str, ...] | None = None) -> list[tuple]:
+    """Wait until at least ``want`` receipts of these notifications are in ClickHouse.  With
+    ``producer``, then until a later marker request on every partition of both lanes is
+    delivered on ``channels`` (default: those of the receipts), so a wrong extra receipt
+    would be among the rows returned."""
     ids = ",".join(f"'{n}'" for n in nids)
     sql = (f"SELECT notification_id, channel, provider, target, outcome, reason FROM "
            f"notiflow.receipts WHERE notification_id IN ({ids}) ORDER BY notification_id, channel, target")
@@ -76,7 +82,10 @@ def receipts_for(stack, nids: list[str], want: int, timeout: float = 60) -> list
     while time.time() < deadline:
         rows = query(stack, sql)
         if len(rows) >= want:
-            time.sleep(0.5)  # let any extra (wrong) receipt arrive too, so counts can fail
+            if producer is not None:
+                settle(producer, stack, P, lanes=("main", "critical"),
+                       channels=channels or tuple(sorted({r[1] for r in rows} & set(PROVIDERS)))
+                       or ("inapp",))
             return [tuple(r) for r in query(stack, sql)]
         time.sleep(0.2)
     pytest.fail(f"only {len(rows)} of {want} receipts for {nids} after {timeout}s: {rows}")
@@ -97,7 +106,7 @@ def test_pipeline_delivers_each_channel_once_with_receipts(stack, flows, produce
          type="auth.code", title=None, body="Your code is 123456")
     producer.flush(10)
 
-    rows = receipts_for(stack, [nid, crit], want=6)
+    rows = receipts_for(stack, [nid, crit], want=6, producer=producer)
     assert sorted((r[0], r[1], r[2], r[4]) for r in rows) == sorted([
         (nid, "email", "sendgrid", "sent"), (nid, "inapp", "redis", "sent"),
         (nid, "push", "apns", "sent"), (nid, "push", "fcm", "sent"),
@@ -126,7 +135,7 @@ def test_pipeline_inapp_inbox_newest_first_badge_and_live(stack, flows, producer
     for n in nids:
         send(producer, user, n, channels=["inapp"])
     producer.flush(10)
-    receipts_for(stack, nids, want=3)
+    receipts_for(stack, nids, want=3, producer=producer)
     got = []
     deadline = time.time() + 10
     while len(got) < 3 and time.time() < deadline:
@@ -148,7 +157,7 @@ def test_pipeline_suppresses_opted_out_and_disabled_channels(stack, flows, produ
     send(producer, user, code, channels=["sms"])
     send(producer, user, ok, channels=["inapp"])
     producer.flush(10)
-    rows = receipts_for(stack, [promo, code, ok], want=3)
+    rows = receipts_for(stack, [promo, code, ok], want=3, producer=producer)
     assert sorted((r[0], r[1], r[4], r[5]) for r in rows) == sorted([
         (promo, "inapp", "suppressed", "opted out of marketing"),
         (code, "sms", "suppressed", "sms turned off"),
@@ -166,7 +175,7 @@ def test_pipeline_deduplicates_a_repeated_request(stack, flows, producer, sandbo
     send(producer, user, first, type="social.like", channels=["push"], dedup=what)  # re-sent
     send(producer, user, again, type="social.like", channels=["push"], dedup=what)  # same event
     producer.flush(10)
-    rows = receipts_for(stack, [first, again], want=3)
+    rows = receipts_for(stack, [first, again], want=3, producer=producer)
     assert sorted((r[0], r[4]) for r in rows) == sorted([
         (first, "sent"), (first, "duplicate"), (again, "duplicate")])
     assert len(accepted(sandbox, "apns", first)) == 1
@@ -194,7 +203,7 @@ def test_pipeline_rejects_bad_input_and_keeps_delivering(stack, flows, producer)
         send(producer, user, "ignored", raw=raw)
     send(producer, user, after, channels=["inapp"])
     producer.flush(10)
-    rows = receipts_for(stack, [before, after], want=2)
+    rows = receipts_for(stack, [before, after], want=2, producer=producer)
     assert sorted((r[0], r[4]) for r in rows) == sorted([(before, "sent"), (after, "sent")])
 
     c = Consumer({"bootstrap.servers": stack.brokers, "group.id": "t", "enable.auto.commit": False})
@@ -228,7 +237,7 @@ def test_pipeline_invalid_token_fails_and_deactivates_device(stack, flows, produ
     first, second = uid("n-tok1"), uid("n-tok2")
     send(producer, user, first, channels=["push"])
     producer.flush(10)
-    rows = receipts_for(stack, [first], want=2)
+    rows = receipts_for(stack, [first], want=2, producer=producer)
     assert sorted((r[2], r[3], r[4]) for r in rows) == [("apns", "old", "failed"),
                                                         ("fcm", "new", "sent")]
     assert "Unregistered" in next(r[5] for r in rows if r[3] == "old")
@@ -237,7 +246,7 @@ def test_pipeline_invalid_token_fails_and_deactivates_device(stack, flows, produ
     while time.time() < deadline:
         send(producer, user, second, channels=["push"])
         producer.flush(10)
-        rows = receipts_for(stack, [second], want=1)
+        rows = receipts_for(stack, [second], want=1, producer=producer)
         if all(r[3] == "new" for r in rows):
             break
         second = uid("n-tok2")
@@ -251,7 +260,7 @@ def test_pipeline_permanent_provider_error_is_a_failed_receipt(stack, flows, pro
     nid = uid("n-badnum")
     send(producer, user, nid, channels=["sms"])
     producer.flush(10)
-    rows = receipts_for(stack, [nid], want=1)
+    rows = receipts_for(stack, [nid], want=1, producer=producer)
     assert rows[0][4] == "failed" and "21211" in rows[0][5]
     assert accepted(sandbox, "twilio", nid) == []
 
@@ -266,7 +275,7 @@ def test_pipeline_retries_only_the_failed_sends_then_delivers(stack, flows, prod
         for u, n in zip(users, nids, strict=True):
             send(producer, u, n, channels=["push"])
         producer.flush(10)
-        rows = receipts_for(stack, nids, want=len(nids), timeout=60)
+        rows = receipts_for(stack, nids, want=len(nids), timeout=60, producer=producer)
     finally:
         sandbox.clear_faults()
     assert {r[4] for r in rows} == {"sent"}
@@ -288,7 +297,8 @@ def test_pipeline_dead_letters_after_deadline_and_replays(stack, flows, producer
     try:
         send(producer, user, nid, channels=["push"])
         producer.flush(10)
-        rows = receipts_for(stack, [nid], want=1, timeout=60)  # deadline: 4 s in this module
+        # the retry deadline is 4 s in this module
+        rows = receipts_for(stack, [nid], want=1, timeout=60, producer=producer)
     finally:
         sandbox.clear_faults()
     assert rows[0][4] == "dead_lettered" and "fcm" in rows[0][5]
@@ -311,7 +321,7 @@ def test_pipeline_dead_letters_after_deadline_and_replays(stack, flows, producer
     assert any(e["event"] == "dead-lettered" and e["notification_id"] == nid
                and e["channel"] == "push" for e in logged), logged
     assert replay(stack.brokers) >= 1
-    rows = receipts_for(stack, [nid], want=2, timeout=60)
+    rows = receipts_for(stack, [nid], want=2, timeout=60, producer=producer)
     assert sorted(r[4] for r in rows) == ["dead_lettered", "sent"], query(
         stack, f"SELECT outcome, attempt, event_ms, reason FROM notiflow.receipts "
                f"WHERE notification_id = '{nid}' ORDER BY event_ms")
@@ -330,7 +340,7 @@ def test_pipeline_critical_push_failure_escalates_to_sms(stack, flows, producer,
     send(producer, no_device, b, topic="notify.critical", priority="critical",
          type="auth.code", channels=["push"])
     producer.flush(10)
-    rows = receipts_for(stack, [a, b, f"{a}~sms"], want=4)
+    rows = receipts_for(stack, [a, b, f"{a}~sms"], want=4, producer=producer)
     got = sorted((r[0], r[1], r[4]) for r in rows)
     assert got == sorted([(a, "push", "failed"), (f"{a}~sms", "sms", "sent"),
                           (b, "push", "no_target"), (b, "sms", "sent")])
@@ -355,7 +365,7 @@ def test_pipeline_email_fails_over_and_breaker_opens_then_closes(stack, flows, p
         tried_sendgrid = sandbox.stats()["sendgrid"]["by_status"].get("503", 0) - before
     finally:
         sandbox.clear_faults()
-    rows = receipts_for(stack, nids, want=len(nids))
+    rows = receipts_for(stack, nids, want=len(nids), producer=producer)
     assert {(r[2], r[4]) for r in rows} == {("ses", "sent")}  # SES took over, once each
     for n in nids:
         assert len(accepted(sandbox, "ses", n)) == 1 and accepted(sandbox, "sendgrid", n) == []
@@ -366,7 +376,7 @@ def test_pipeline_email_fails_over_and_breaker_opens_then_closes(stack, flows, p
     probe = uid("n-probe")
     send(producer, user, probe, channels=["email"])
     producer.flush(10)
-    rows = receipts_for(stack, [probe], want=1)
+    rows = receipts_for(stack, [probe], want=1, producer=producer)
     assert (rows[0][2], rows[0][4]) == ("sendgrid", "sent")
     # the breaker's state is visible: logs and the flow's Prometheus metrics
     main = next(f for f in flows if f.name == "flow-main-0")
