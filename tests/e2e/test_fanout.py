@@ -29,6 +29,7 @@ from sandbox.client import SandboxControl
 from sinks.pull_feed import merge_into_inbox
 from stack.fanout_status import fanout_status
 from tests.lanes import run_lanes
+from tests.ordering import settle
 
 P = 4
 NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
@@ -95,7 +96,9 @@ def wait_done(stack, r, nid: str, timeout: float = 90) -> dict:
     pytest.fail(f"fan-out {nid} not finished after {timeout}s: {status}")
 
 
-def sent_receipts(stack, nid: str, want: int, timeout: float = 60) -> list[tuple]:
+def sent_receipts(stack, producer, nid: str, want: int, timeout: float = 60) -> list[tuple]:
+    """At least ``want`` sent receipts, then all of them once later marker requests on
+    every partition are delivered on the same channels (a wrong extra one would be there)."""
     sql = (f"SELECT user_id, channel, outcome FROM notiflow.receipts "
            f"WHERE notification_id = '{nid}' AND outcome = 'sent'")
     deadline = time.time() + timeout
@@ -103,7 +106,7 @@ def sent_receipts(stack, nid: str, want: int, timeout: float = 60) -> list[tuple
     while time.time() < deadline:
         rows = local_sql(stack.loader_socket, sql, timeout=10).rows
         if len(rows) >= want:
-            time.sleep(0.5)  # a wrong extra receipt would show up now
+            settle(producer, stack, P, channels=tuple(sorted({x[1] for x in rows})))
             rows = local_sql(stack.loader_socket, sql, timeout=10).rows
             return [tuple(x) for x in rows]
         time.sleep(0.3)
@@ -126,7 +129,7 @@ def test_followers_audience_pushes_active_and_pulls_the_rest_once(stack, flow, p
     assert (status["audience"], status["partitions"]) == (f"followers:{star}", P)
     assert (status["expanded"], status["routed_now"], status["deferred"]) == (300, 50, 250)
 
-    rows = sent_receipts(stack, nid, want=100)
+    rows = sent_receipts(stack, producer, nid, want=100)
     assert sorted(rows) == sorted([(u, ch, "sent") for u in active for ch in ("push", "inapp")])
     sandbox = SandboxControl(stack.sandbox_url)
     pushed = [m for m in sandbox.messages("apns") if m["nid"] == nid]
@@ -161,7 +164,7 @@ def test_topic_audience_without_hybrid_reaches_every_subscriber(stack, flow, pro
 
     status = wait_done(stack, r, nid)
     assert (status["expanded"], status["routed_now"], status["deferred"]) == (39, 39, 0)
-    rows = sent_receipts(stack, nid, want=39)
+    rows = sent_receipts(stack, producer, nid, want=39)
     assert sorted(u for u, _ch, _o in rows) == sorted(fans[1:])
     assert inbox_ids(r, unsubscribed) == []
     assert r.zcard(f"nf:pull:topic:{topic}") == 0  # no pull entry without hybrid
@@ -178,7 +181,7 @@ def test_all_audience_pushes_the_active_and_stores_one_entry(stack, flow, produc
     try:
         status = wait_done(stack, r, nid)
         assert status["audience"] == "all" and status["expanded"] >= len(people)
-        rows = sent_receipts(stack, nid, want=len(active))
+        rows = sent_receipts(stack, producer, nid, want=len(active))
         assert active <= {u for u, _ch, _o in rows}
         assert not {u for u, _ch, _o in rows} & (set(people) - active)
         mine = [m for m in r.zrange("nf:pull:all", 0, -1) if orjson.loads(m)["id"] == nid]
@@ -262,4 +265,4 @@ def test_gateway_progress_inbox_merge_and_presence_closes_the_loop(stack, flow, 
             break
         time.sleep(0.5)
     assert status["routed_now"] == 1, status
-    assert sent_receipts(stack, second, want=1) == [(fan, "inapp", "sent")]
+    assert sent_receipts(stack, producer, second, want=1) == [(fan, "inapp", "sent")]
