@@ -14,9 +14,14 @@ Rules (README "Quiet hours, send_at and bundling"):
   apns-collapse-id / FCM collapse_key, set by the sinks from it).  A bundle of one is sent
   as that request, unchanged.
 - Every member of a bundle of two or more gets a ``bundled`` receipt naming the bundle id.
-- The bundle id is derived from (user, collapse key, first member id), so when a crash
-  replays the last epoch, the bundle re-opened by the same first member gets the same id
-  and the sinks' sent-markers stop a second send.
+- The bundle id is derived from (user, collapse key, every member's identity), so when a
+  crash replays the last epoch, a bundle re-formed with the same members gets the same id
+  and the sinks' sent-markers stop a second send, while a bundle re-formed with other
+  members (one that arrived after the first close joins on replay) is a new notification
+  and is sent: never a member lost behind another bundle's marker.  The device still
+  shows one: the collapse key stays the bundle's, so the new one replaces the old.
+- A batch closes the bundles that are due before its records join any (partition.py), so
+  a member never joins a window that closed before it was read.
 
 Members are kept as their encoded request bytes; a bundle lives one window.
 """
@@ -24,6 +29,7 @@ Members are kept as their encoded request bytes; a bundle lives one window.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
@@ -53,9 +59,13 @@ def window_for(type_: str, windows: dict[str, float]) -> float:
         t = t[:cut]
 
 
-def bundle_id(user: str, collapse_key: str, first_id: str) -> str:
-    h = blake2b(f"{user}\x00{collapse_key}\x00{first_id}".encode(), digest_size=10).hexdigest()
-    return f"bundle-{h}"
+def bundle_id(user: str, collapse_key: str, member_keys: Iterable[bytes]) -> str:
+    """The id of the bundle of ``member_keys`` (each member's identity digest, its
+    ``dedup_key(user)``; in any order): the same members, the same id."""
+    h = blake2b(f"{len(user)},{len(collapse_key)};{user}{collapse_key}".encode(), digest_size=16)
+    for k in sorted(member_keys):  # 16 bytes each: no separator needed
+        h.update(k)
+    return f"bundle-{h.hexdigest()}"
 
 
 def actors_phrase(names: list[str], count: int) -> str:
@@ -178,11 +188,13 @@ class Bundler:
             "ids": [m.id for m in members[:PAYLOAD_MEMBER_IDS]],
         }
         expires = [m.expires_at for m in members if m.expires_at is not None]
+        producers = {m.producer for m in members}  # the bundle is in theirs if they share one
         return msgspec.structs.replace(
-            last, id=bundle_id(user, ck, members[0].id), recipients=[user], body=body,
-            data=data, dedup=None, send_at=None, audience=None,
+            last, id=bundle_id(user, ck, (m.dedup_key(user) for m in members)),
+            recipients=[user], body=body, data=data, dedup=None, send_at=None, audience=None,
             created_at=members[0].created_at,
             expires_at=max(expires) if len(expires) == len(members) else None,
+            producer=producers.pop() if len(producers) == 1 else "",
         )
 
     # -- recovery --------------------------------------------------------------------

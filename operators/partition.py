@@ -153,6 +153,7 @@ class PartitionProcessor:
     def process(self, records: list[Record], now_ms: int) -> Routed:
         out = Routed()
         tasks: list[DeliveryTask] = []
+        self._close_bundles(now_ms, out, tasks)  # before any record could join a closed one
         for kind, key, value, offset in records:
             mark, ntasks = out.mark(), len(tasks)
             try:
@@ -522,14 +523,17 @@ class PartitionProcessor:
         for h in self.hold.pop_due(now_ms):
             self._guarded(lambda h=h: self._release(h, now_ms, out, tasks), [h.value], now_ms,
                           out, tasks)
-        for c in self.bundler.close_due(now_ms):
-            self._guarded(lambda c=c: self._send_bundle(c, now_ms, out, tasks), c.raw, now_ms,
-                          out, tasks)
+        self._close_bundles(now_ms, out, tasks)
         for t in tasks:
             out.add_task(t)
         if self.jobs:
             self._fanout_tick(now_ms, out)
         return out
+
+    def _close_bundles(self, now_ms: int, out: Routed, tasks: list[DeliveryTask]) -> None:
+        for c in self.bundler.close_due(now_ms):
+            self._guarded(lambda c=c: self._send_bundle(c, now_ms, out, tasks), c.raw, now_ms,
+                          out, tasks)
 
     def _guarded(self, work, values: list[bytes], now_ms: int, out: Routed,
                  tasks: list[DeliveryTask]) -> bool:

@@ -20,6 +20,7 @@ from loader.client import local_sql
 from notiflow.topics import partition_for
 from operators.bundler import bundle_id
 from sandbox.client import SandboxControl
+from schemas.identity import identity
 from tests.lanes import run_lanes
 from tests.ordering import settle
 
@@ -160,7 +161,8 @@ def test_ten_likes_inside_the_window_become_one_push_with_collapse_id(stack, flo
              dedup={"actor": f"fan{i}", "object": photo}, body=f"fan{i} liked your photo",
              data={"actor_name": f"Fan {i}", "bundle_verb": "liked your photo"})
     producer.flush(10)
-    bid = bundle_id(user, ck, likes[0])
+    bid = bundle_id(user, ck, [identity("", "social.like", (f"fan{i}", photo), nid, user)
+                               for i, nid in enumerate(likes)])  # the members' identities
     rows = wait_receipts(stack, producer, [user], likes + [bid], want=11,
                          channels=("push",))
     assert sorted((r[0], r[2]) for r in rows) == sorted(

@@ -8,6 +8,7 @@ import pytest
 from notiflow.topics import partition_for
 from operators.bundler import actors_phrase, bundle_id, window_for
 from operators.partition import DEVICES, REQUEST, SETTINGS, PartitionProcessor
+from schemas.request import decode_request
 
 N = 4
 T0 = 1_764_050_000_000
@@ -45,6 +46,11 @@ def like(user: str, i: int, **kw) -> bytes:
     return orjson.dumps(body)
 
 
+def keys(user: str, members) -> list[bytes]:
+    """The identities of like requests ``members``, as a bundle's id covers them."""
+    return [decode_request(like(user, i)).dedup_key(user) for i in members]
+
+
 @pytest.fixture
 def proc() -> PartitionProcessor:
     return PartitionProcessor(0, N, bundle_windows={"social.like": 60})
@@ -68,7 +74,7 @@ def test_bundle_ten_likes_become_one_push_with_a_receipt_each(proc, user):
     out = proc.tick(T0 + 60_000)
     [push] = out.push
     [inapp] = out.inapp
-    bid = bundle_id(user, "likes:photo9", "like-0")
+    bid = bundle_id(user, "likes:photo9", keys(user, range(10)))
     assert push.notification_id == inapp.notification_id == bid
     assert push.collapse_key == "likes:photo9"
     assert push.body == "Actor 0, Actor 1, Actor 2 and 7 others liked your photo"
@@ -134,7 +140,7 @@ def test_bundle_closing_in_quiet_hours_is_held_and_bundles_again(proc, user):
     out = proc.tick(T0 + 130_000)
     [push] = out.push
     assert push.data["bundle"]["count"] == 3
-    assert push.notification_id == bundle_id(user, "likes:photo9", "like-0")
+    assert push.notification_id == bundle_id(user, "likes:photo9", keys(user, range(3)))
     assert len(out.receipts) == 3
 
 
@@ -145,5 +151,5 @@ def test_bundle_survives_snapshot_restore_with_the_same_id(proc, user):
     assert again.next_wake_ms() == T0 + 60_000
     again.process([(REQUEST, user.encode(), like(user, 2), 2)], T0 + 1000)
     [push] = again.tick(T0 + 60_000).push
-    assert push.notification_id == bundle_id(user, "likes:photo9", "like-0")
+    assert push.notification_id == bundle_id(user, "likes:photo9", keys(user, range(3)))
     assert push.data["bundle"]["count"] == 3
