@@ -15,8 +15,9 @@ from __future__ import annotations
 from schemas.task import DeliveryTask
 from sinks import results as R
 
-MAYBE_TAKEN = "no answer, may have been taken"  # in the reason: keep it with this provider
-NOT_CONNECTED = "not connected"
+# in the reason (a retried task's error line): keep the task with this provider
+MAYBE_TAKEN = "connection: no answer, may have been taken"
+NOT_CONNECTED = "connection: never made"
 # exception names (httpx, requests/urllib3, urllib, the socket layer) raised before a
 # request was written; the error text is "ExcName: message" (requests' ConnectionError
 # names the NewConnectionError it wraps in its message)
